@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both build .venv/ first if needed (scripts/setup_env.sh; cached mmcv wheel in ~/.cache/fasa).
+PY := .venv/bin/python
+FASA := .venv/bin/fasa
+SETUP := .venv/.fasa-setup-done
+
+.PHONY: setup test demo bench doctor clean-runs
+
+$(SETUP): pyproject.toml scripts/setup_env.sh
+	bash scripts/setup_env.sh
+
+setup: $(SETUP)
+
+test: $(SETUP)
+	$(PY) -m pytest
+
+# Table 1 (baseline / FA / FA+FS x 3 seeds) on the embedded data with the CPU profile, then
+# results/REPORT.md. Finished runs are kept: re-running resumes where it stopped.
+demo: $(SETUP)
+	$(FASA) ablate table1
+	$(FASA) report
+
+bench: $(SETUP)
+	$(PY) -m benchmarks.bench_core
+	$(PY) -m benchmarks.bench_eval
+	$(PY) -m benchmarks.bench_train_step
+
+doctor: $(SETUP)
+	$(FASA) doctor

@@ -1,0 +1,1 @@
+"""Benchmarks of the FASA suite (run each as `python -m benchmarks.<name>`)."""

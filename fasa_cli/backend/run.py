@@ -1,0 +1,164 @@
+"""Train and evaluate one run in its folder, in a child process.
+
+A child process per run keeps mmengine's global state (registries' scopes, loggers) and
+memory from leaking between runs, gives each run its own peak-memory figure, and lets the
+parent draw rich progress from the iteration counts the child reports.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from fasa_cli.errors import FasaError
+
+ProgressFn = Callable[[int, int, str], None]
+LOG_NAME = "train.log"
+
+
+def _peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _build_runner(cfg_dict: dict):
+    import fasa_cli.mmdet_ext  # noqa: F401  (registers the modules before mmengine builds)
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    return Runner.from_cfg(Config(cfg_dict))
+
+
+def train_and_evaluate(run, run_dir: Path, seed: int) -> dict:
+    """In-process: build the config, train (resuming from the folder's last checkpoint if
+    any), evaluate on the val split, write metrics.json. Returns the runner's summary."""
+    from fasa_cli.backend.config import build_config
+    from fasa_cli.backend.datasets import resolve_dataset
+    from fasa_cli.mmdet_ext.hooks import ProgressHook
+
+    started = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = resolve_dataset(run.dataset)
+    cfg = build_config(run, data, run_dir, seed)
+    cfg["resume"] = (run_dir / "last_checkpoint").exists()
+    (run_dir / "run_config.json").write_text(run.model_dump_json(indent=2))
+    runner = _build_runner(cfg)
+    runner.train()
+    metrics = dict(runner.test())
+    progress = next(h for h in runner.hooks if isinstance(h, ProgressHook))
+    metrics["train_s_per_iter"] = progress.mean_step_time()
+    peak = _peak_memory_mb()
+    metrics["train_mem_gb"] = peak / 1024
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return {"metrics": metrics, "wall_s": time.time() - started, "peak_mem_mb": peak}
+
+
+def evaluate_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> dict:
+    """In-process: evaluate a run folder's checkpoint again with its saved config."""
+    from fasa_cli.backend.config import build_config
+    from fasa_cli.backend.datasets import resolve_dataset
+    from fasa_cli.experiments.config import RunConfig
+
+    config_file = run_dir / "run_config.json"
+    if not config_file.exists():
+        raise FasaError(f"{run_dir} is not a run folder (no run_config.json)",
+                        "pass a folder written by `fasa train` or `fasa ablate`")
+    if checkpoint is None:
+        pointer = run_dir / "last_checkpoint"
+        if not pointer.exists():
+            raise FasaError(f"{run_dir} has no checkpoint", "train the run first")
+        checkpoint = Path(pointer.read_text().strip())
+    run = RunConfig.model_validate_json(config_file.read_text())
+    data = resolve_dataset(run.dataset)
+    cfg = build_config(run, data, run_dir, seed=0)
+    cfg.update(load_from=str(checkpoint), resume=False)
+    cfg["test_evaluator"]["outfile"] = str(run_dir / "eval_detections.json.gz")
+    cfg["custom_hooks"] = []
+    metrics = dict(_build_runner(cfg).test())
+    # metrics.json belongs to the finished run; a re-evaluation never overwrites it.
+    (run_dir / "eval_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return metrics
+
+
+def _child(job: str, payload: dict, messages) -> None:
+    run_dir = Path(payload["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # mmengine logs to the console; the run's log file is where that belongs.
+    log = open(run_dir / LOG_NAME, "a")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    try:
+        from fasa_cli.experiments.config import RunConfig
+        from fasa_cli.mmdet_ext.hooks import set_progress_reporter
+
+        set_progress_reporter(lambda done, total, msg: messages.put(("progress", done, total, msg)))
+        if job == "train":
+            run = RunConfig.model_validate(payload["config"])
+            result = train_and_evaluate(run, run_dir, payload["seed"])
+        else:
+            result = evaluate_checkpoint(run_dir, payload.get("checkpoint"))
+        messages.put(("done", result))
+    except FasaError as err:
+        messages.put(("user_error", err.problem, err.fix))
+    except BaseException:  # noqa: BLE001 - reported to the parent with the log's path
+        traceback.print_exc()
+        messages.put(("error", traceback.format_exc().strip().splitlines()[-1]))
+    finally:
+        log.flush()
+
+
+def _in_child(job: str, payload: dict, on_progress: ProgressFn | None) -> dict:
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(job, payload, messages), daemon=False)
+    proc.start()
+    log_path = Path(payload["run_dir"]) / LOG_NAME
+    try:
+        while True:
+            try:
+                msg = messages.get(timeout=1.0)
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the run's process died (exit code {proc.exitcode}); "
+                                       f"see {log_path}") from None
+                continue
+            kind = msg[0]
+            if kind == "progress" and on_progress is not None:
+                on_progress(*msg[1:])
+            elif kind == "done":
+                return msg[1]
+            elif kind == "user_error":
+                raise FasaError(msg[1], msg[2])
+            elif kind == "error":
+                raise RuntimeError(f"run failed: {msg[1]} (full log: {log_path})")
+    except BaseException:
+        # Ctrl-C, or a caller that gave up: stop the run now; its checkpoints stay for resuming.
+        proc.kill()
+        raise
+    finally:
+        proc.join(timeout=30)
+
+
+def run_training(config, run_dir: Path, seed: int, on_progress: ProgressFn | None = None) -> dict:
+    """The experiment runner: {"metrics", "wall_s", "peak_mem_mb"} of one trained run.
+
+    A folder holding checkpoints of an interrupted run is resumed, not restarted."""
+    payload = {"config": config.model_dump(mode="json"), "run_dir": str(run_dir), "seed": seed}
+    return _in_child("train", payload, on_progress)
+
+
+def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict:
+    payload = {"run_dir": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None}
+    return _in_child("eval", payload, None)

@@ -1,0 +1,1 @@
+"""CLI commands, one module per family; each is thin and calls into the library."""

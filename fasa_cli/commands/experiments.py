@@ -1,0 +1,105 @@
+"""`fasa ablate`, `fasa compare`, `fasa report`: run experiment specs and tabulate the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from fasa_cli.errors import FasaError
+from fasa_cli.experiments.compare import WITH_CHOICES, build_compare_spec
+from fasa_cli.experiments.spec import ExperimentSpec, load_spec, parse_csv, parse_seeds
+
+# Tests swap in a fake runner here; None means the real backend (execute.default_runner).
+RUNNER_FACTORY = None
+
+_RESULTS_HELP = "Results root (default: $FASA_RESULTS_DIR, else results/ in the repository)."
+
+
+def ablate(
+    spec: str = typer.Argument(..., help="Spec name (e.g. table1, from experiments/) or a path to a spec YAML."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile to run under (default: the spec's first)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the spec's, e.g. 0,1,2)."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Comma-separated row names to run (default: all runnable rows)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Run on this dataset instead of the profile's (e.g. embedded-tiny)."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
+    force: bool = typer.Option(False, "--force", help="Redo finished runs of these rows/seeds (old folders are kept aside)."),
+    no_reuse: bool = typer.Option(False, "--no-reuse", help="Train even when another spec already ran the same config and seed."),
+) -> None:
+    """Run the missing (row, seed) pairs of a spec (e.g. `table1`), then print its table."""
+    loaded = load_spec(spec)
+    _run_and_tabulate(loaded, profile, seeds, parse_csv(rows) or None, dataset, results_dir, force, not no_reuse)
+
+
+def compare(
+    baselines: str = typer.Option(..., "--baselines", help="Comma-separated method names from the registry (e.g. rfs,smote)."),
+    with_: Optional[str] = typer.Option(None, "--with", help="Add a +FASA variant of every row: --with fasa."),
+    profile: str = typer.Option("cpu-compact", "--profile", "-p", help="Profile to run under."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default 0,1,2)."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
+) -> None:
+    """Run and tabulate named methods against the baseline (with `--with fasa`, each also +FASA)."""
+    if with_ is not None and with_ not in WITH_CHOICES:
+        raise FasaError(f"--with '{with_}' is not a plug-in", f"use one of: {', '.join(WITH_CHOICES)}")
+    spec = build_compare_spec(parse_csv(baselines), with_fasa=with_ == "fasa", profile=profile, seeds=parse_seeds(seeds))
+    _run_and_tabulate(spec, profile, None, None, None, results_dir, False, True)
+
+
+def report(
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
+) -> None:
+    """Write results/REPORT.md (tables next to the paper's, figures, benchmarks) from the result store."""
+    from fasa_cli.experiments.report import write_report
+    from fasa_cli.experiments.store import ResultStore
+
+    path = write_report(ResultStore(results_dir))
+    Console().print(f"wrote {path}")
+
+
+def _run_and_tabulate(
+    spec: ExperimentSpec,
+    profile: str | None,
+    seeds: str | None,
+    rows: list[str] | None,
+    dataset: str | None,
+    results_dir: Path | None,
+    force: bool,
+    reuse: bool,
+) -> None:
+    # Heavy imports (pandas, rich progress) only once a command really runs.
+    from fasa_cli.experiments.execute import default_runner, run_ablation
+    from fasa_cli.experiments.store import ResultStore
+    from fasa_cli.experiments.tables import spec_markdown_all, table_heading, to_rich
+
+    console = Console()
+    store = ResultStore(results_dir)
+    profile = spec.check_profile(profile)
+    seed_list = parse_seeds(seeds)
+    # run_ablation checks rows, names and built-ness before the first run; the runner is lazy,
+    # so a bad request never even imports the backend.
+    table = run_ablation(
+        spec, profile, seed_list, store, _lazy(RUNNER_FACTORY or default_runner), console,
+        rows=rows, dataset=dataset, force=force, reuse=reuse,
+    )
+    used_dataset = dataset or spec.dataset[profile]
+    console.print(to_rich(table, title=table_heading(spec, profile, used_dataset)))
+    store.tables_dir.mkdir(parents=True, exist_ok=True)
+    out = store.tables_dir / f"{spec.name}.md"
+    out.write_text(spec_markdown_all(spec, store, current=(profile, used_dataset)), encoding="utf-8")
+    console.print(f"wrote {out}")
+
+
+def _lazy(factory):
+    """A runner that imports the backend on its first run, so a fully finished ablation
+    (or one that fails validation) never imports torch or mmdet."""
+    runner = None
+
+    def run(config, run_dir, seed, on_progress):
+        nonlocal runner
+        if runner is None:
+            runner = factory()
+        return runner(config, run_dir, seed, on_progress)
+
+    return run

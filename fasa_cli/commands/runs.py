@@ -1,0 +1,107 @@
+"""`fasa train`, `fasa eval`, `fasa tide`: one run at a time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fasa_cli.errors import FasaError
+
+_PERCENT = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
+
+
+def _metrics_table(title: str, metrics: dict) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        shown = f"{100 * value:.1f}" if name.removeprefix("bbox_") in _PERCENT else f"{value:.4g}"
+        table.add_row(name, shown)
+    return table
+
+
+def train(
+    spec: str = typer.Argument(..., help="spec name (e.g. table1) or path to a spec YAML"),
+    row: Optional[str] = typer.Option(None, "--row", help="row to run (required if the spec has several)"),
+    seed: int = typer.Option(0, "--seed", help="training seed"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="profile (default: the spec's first)"),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="result store root"),
+) -> None:
+    """Train and evaluate one (spec, row, seed) run into its run folder; resumes if interrupted."""
+    from fasa_cli.experiments.execute import default_runner, execute_run
+    from fasa_cli.experiments.spec import load_spec
+    from fasa_cli.experiments.store import ResultStore
+
+    loaded = load_spec(spec)
+    rows = [r.name for r in loaded.rows]
+    if row is None:
+        if len(rows) != 1:
+            raise FasaError(f"spec '{loaded.name}' has rows {', '.join(rows)}",
+                            "choose one with --row NAME")
+        row = rows[0]
+    store = ResultStore(results_dir)
+    console = Console()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"{loaded.name}/{row}/seed{seed}", total=None, note="starting")
+
+        def on_progress(done: int, total: int, note: str) -> None:
+            bar.update(task, completed=done, total=total, note=note)
+
+        record = execute_run(loaded, row, seed, profile or loaded.default_profile, store,
+                             default_runner(), on_progress)
+    console.print(_metrics_table(f"{record['spec']} / {record['row']} / seed {record['seed']} "
+                                 f"({record['profile']} on {record['dataset']})",
+                                 record["metrics"]))
+    console.print(f"run folder: {store.artefacts_dir(record)}")
+
+
+def _run_dir(path: Path) -> Path:
+    if not (path / "run_config.json").exists():
+        raise FasaError(f"{path} is not a run folder (no run_config.json)",
+                        "pass a folder under results/runs/ written by `fasa train` or `fasa ablate`")
+    return path
+
+
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    checkpoint: Optional[Path] = typer.Option(None, help="checkpoint (default: the last one)"),
+) -> None:
+    """Evaluate a run's checkpoint again; writes eval_metrics.json beside metrics.json."""
+    from fasa_cli.backend import evaluate_run
+
+    metrics = evaluate_run(_run_dir(run_dir), checkpoint)
+    Console().print(_metrics_table(f"re-evaluation of {run_dir}", metrics))
+
+
+def tide(
+    run_dir: Path = typer.Argument(..., help="a run folder with detections.json.gz"),
+    iou_type: str = typer.Option("segm", help="segm or bbox"),
+) -> None:
+    """TIDE error analysis of a run's detections (paper Table 8); writes tide_<iou>.json."""
+    from fasa_cli.backend.datasets import resolve_dataset
+    from fasa_cli.evaluation import load_detections, tide_errors
+    from fasa_cli.experiments.config import RunConfig
+
+    if iou_type not in ("segm", "bbox"):
+        raise FasaError(f"unknown --iou-type '{iou_type}'", "use segm or bbox")
+    folder = _run_dir(run_dir)
+    detections_file = folder / "detections.json.gz"
+    if not detections_file.exists():
+        raise FasaError(f"{folder} has no detections.json.gz", "finish the run (or `fasa eval` it) first")
+    run = RunConfig.model_validate_json((folder / "run_config.json").read_text())
+    data = resolve_dataset(run.dataset)
+    errors = tide_errors(str(data.root / data.val_ann), load_detections(detections_file),
+                         iou_type=iou_type)
+    (folder / f"tide_{iou_type}.json").write_text(json.dumps(errors, indent=2))
+    table = Table(title=f"TIDE errors (dAP, {iou_type}) of {folder}")
+    for name in errors:
+        table.add_column(name, justify="right")
+    table.add_row(*(f"{v:.2f}" for v in errors.values()))
+    Console().print(table)

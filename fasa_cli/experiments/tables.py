@@ -1,0 +1,213 @@
+"""Tables of a spec's runs (pandas), rendered to markdown and rich.
+
+Our numbers are mean ± sample std over the finished seeds; the paper's sit in their own
+columns labelled "(paper)", never mixed with ours. AP-like metrics are stored as fractions
+and shown as percentages with the paper's precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from fasa_cli.experiments.spec import ExperimentSpec
+from fasa_cli.experiments.store import ResultStore
+
+MISSING = "—"
+
+
+def is_fraction_metric(metric: str) -> bool:
+    """Stored in [0, 1], shown in percent (AP family, accuracy, TIDE errors)."""
+    return metric.startswith(("AP", "bbox_AP", "E_")) or metric == "accuracy"
+
+
+def display_scale(metric: str) -> float:
+    return 100.0 if is_fraction_metric(metric) else 1.0
+
+
+def decimals(metric: str) -> int:
+    """The paper's printed precision for the metric."""
+    if metric.startswith("E_"):
+        return 2
+    if metric == "train_s_per_iter":
+        return 3
+    return 1
+
+
+def summarize(
+    spec: ExperimentSpec,
+    store: ResultStore,
+    profile: str | None = None,
+    seeds: list[int] | None = None,
+    dataset: str | None = None,
+) -> pd.DataFrame:
+    """Numbers per spec row (index = row name), in display units: n (of n_expected = the
+    spec's seeds plus any other seed found), stale, and for each
+    metric <m>_mean, <m>_std (sample std, NaN below 2 seeds), <m>_delta (to the reference row)."""
+    profile = spec.check_profile(profile)
+    dataset = dataset or spec.dataset[profile]
+    metrics = spec.metrics_for(profile)
+    runs = store.frame(spec=spec.name, profile=profile, dataset=dataset)
+    if not seeds:
+        # The spec's seeds, plus any extra seed someone ran: nothing finished is hidden.
+        seeds = sorted(set(spec.seeds) | set(int(s) for s in runs.get("seed", [])))
+    entries = []
+    for row in spec.rows:
+        entry: dict = {"row": row.name, "label": row.label, "paper_only": row.paper_only,
+                       "n": 0, "n_expected": len(seeds), "stale": 0}
+        current = runs.iloc[0:0]
+        if not row.paper_only and not runs.empty:
+            mine = runs[(runs["row"] == row.name) & runs["seed"].isin(seeds)]
+            # A run made under an older version of the spec is not this row's result.
+            current = mine[mine["config_hash"] == spec.resolve(row.name, profile, dataset).config_hash()]
+            entry["n"], entry["stale"] = len(current), len(mine) - len(current)
+        for metric in metrics:
+            values = (current[metric].dropna().to_numpy(dtype=float) if metric in current else np.array([]))
+            values = values * display_scale(metric)
+            entry[f"{metric}_n"] = len(values)
+            entry[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            entry[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        entries.append(entry)
+    table = pd.DataFrame(entries).set_index("row")
+    for row in spec.rows:
+        ref = spec.reference_row(row)
+        table.loc[row.name, "reference"] = ref.name if ref else None
+        for metric in metrics:
+            delta = table.loc[row.name, f"{metric}_mean"] - table.loc[ref.name, f"{metric}_mean"] if ref else math.nan
+            table.loc[row.name, f"{metric}_delta"] = delta
+    return table
+
+
+def spec_table(
+    spec: ExperimentSpec,
+    store: ResultStore,
+    profile: str | None = None,
+    seeds: list[int] | None = None,
+    dataset: str | None = None,
+) -> pd.DataFrame:
+    """The printable table: one row per spec row, strings ready for markdown or rich."""
+    profile = spec.check_profile(profile)
+    numbers = summarize(spec, store, profile, seeds, dataset)
+    metrics = spec.metrics_for(profile)
+    paper_metrics = [m for m in metrics if any(m in r.paper for r in spec.rows)]
+    # Paper numbers for metrics this profile does not measure (e.g. CIFAR accuracy next to
+    # our AP on the embedded data) still get their own, clearly labelled column.
+    paper_extra = [m for r in spec.rows for m in r.paper if m not in metrics]
+    paper_extra = list(dict.fromkeys(paper_extra))
+    show_reference = any(r.delta_to for r in spec.rows)
+    lines = []
+    for row in spec.rows:
+        got = numbers.loc[row.name]
+        line = {"Row": row.label, "Seeds": _seeds_text(got)}
+        for metric in metrics:
+            line[metric] = _mean_std_text(got[f"{metric}_mean"], got[f"{metric}_std"], decimals(metric))
+            ref = spec.reference_row(row)
+            line[f"Δ{metric}"] = _delta_text(got[f"{metric}_delta"], decimals(metric)) if ref else ""
+            if metric in paper_metrics:
+                line[f"{metric} (paper)"] = _paper_text(row, metric)
+        for metric in paper_extra:
+            line[f"{metric} (paper)"] = _paper_text(row, metric)
+        if show_reference:
+            ref = spec.reference_row(row)
+            line["Δ vs"] = ref.label if ref else ""
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def _seeds_text(got: pd.Series) -> str:
+    if got["paper_only"]:
+        return "paper only"
+    text = f"{int(got['n'])}/{int(got['n_expected'])} seeds"
+    return f"{text} ({int(got['stale'])} stale)" if got["stale"] else text
+
+
+def _mean_std_text(mean: float, std: float, places: int) -> str:
+    if math.isnan(mean):
+        return MISSING
+    if math.isnan(std):
+        return f"{mean:.{places}f}"
+    return f"{mean:.{places}f} ± {std:.{places + 1}f}"
+
+
+def _delta_text(delta: float, places: int) -> str:
+    return MISSING if math.isnan(delta) else signed(delta, places)
+
+
+def signed(value: float, places: int) -> str:
+    """'+1.5', '-0.3', and '0.0' for anything that rounds to zero (never '-0.0')."""
+    text = f"{value:+.{places}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def _paper_text(row, metric: str) -> str:
+    if metric not in row.paper:
+        return ""
+    text = f"{row.paper[metric]:.{decimals(metric)}f}"
+    if metric in row.paper_std:
+        text += f" ± {row.paper_std[metric]:g}"
+    return text
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (no extra dependency)."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in table.columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(table.columns))) + "|"
+    body = ["| " + " | ".join(cell(v) for v in values) + " |" for values in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def to_rich(table: pd.DataFrame, title: str | None = None) -> Table:
+    out = Table(title=title, show_lines=False)
+    for i, column in enumerate(table.columns):
+        paper = column.endswith("(paper)")
+        out.add_column(str(column), justify="left" if i == 0 else "right", style="dim" if paper else None)
+    for values in table.itertuples(index=False):
+        out.add_row(*(str(v) for v in values))
+    return out
+
+
+def table_heading(spec: ExperimentSpec, profile: str, dataset: str) -> str:
+    """Profile and dataset in every heading, so a CPU number is never read as an LVIS one."""
+    return f"Table {spec.table}: {spec.title} (ours: profile {profile}, dataset {dataset})"
+
+
+def spec_markdown(
+    spec: ExperimentSpec,
+    store: ResultStore,
+    profile: str,
+    dataset: str | None = None,
+    seeds: list[int] | None = None,
+    level: int = 2,
+) -> str:
+    dataset = dataset or spec.dataset[profile]
+    table = spec_table(spec, store, profile, seeds, dataset)
+    parts = [
+        f"{'#' * level} {table_heading(spec, profile, dataset)}",
+        "",
+        f"Paper's setting: {spec.paper_setting}. Columns marked (paper) are the paper's numbers; "
+        "the others are ours, mean ± sample std over the finished seeds.",
+    ]
+    if spec.caption:
+        parts += ["", f"Paper caption: {spec.caption}"]
+    parts += ["", to_markdown(table)]
+    notes = [f"- {spec.notes.strip()}"] if spec.notes else []
+    notes += [f"- {r.label}: {r.note.strip()}" for r in spec.rows if r.note]
+    if notes:
+        parts += ["", "Notes:", *notes]
+    return "\n".join(parts) + "\n"
+
+
+def spec_markdown_all(spec: ExperimentSpec, store: ResultStore, current: tuple[str, str] | None = None) -> str:
+    """Sections for every (profile, dataset) of the spec that has runs (and `current`)."""
+    runs = store.frame(spec=spec.name)
+    pairs = {(p, d) for p, d in zip(runs["profile"], runs["dataset"]) if p in spec.profiles}
+    if current:
+        pairs.add(current)
+    return "\n".join(spec_markdown(spec, store, p, d) for p, d in sorted(pairs))

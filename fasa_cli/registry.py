@@ -1,0 +1,95 @@
+"""The one registry of names a spec or a command may use: methods, profiles, datasets, metrics.
+
+A name listed with built=False is known to the suite (a paper table uses it) but not
+implemented yet; using it is a clear error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fasa_cli.errors import FasaError, NotBuiltError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    description: str
+    built: bool
+    paper_table: str = ""
+
+
+def _table(*entries: Entry) -> dict[str, Entry]:
+    return {e.name: e for e in entries}
+
+
+# Long-tail methods that change the host's sampler, loss or schedule (Tables 2, 4, 15).
+# FASA itself is not a method here: it is a plug-in switched on by a run's `fasa` block.
+METHODS = _table(
+    Entry("baseline", "Mask R-CNN, softmax cross-entropy, uniform image sampling", True, "1,2,4"),
+    Entry("rfs", "Repeat factor sampling, threshold 1e-3 (Gupta et al., 2019)", True, "4"),
+    Entry("eql", "Equalization loss v1 (Tan et al., 2020)", False, "4"),
+    Entry("crt", "Classifier re-training, 12+12 schedule (Kang et al., 2020)", False, "4"),
+    Entry("bags", "Balanced group softmax (Li et al., 2020)", False, "4"),
+    Entry("seesaw", "Seesaw loss, p=0.8 q=2.0 (Wang et al., 2021)", False, "4,5"),
+    Entry("smote", "SMOTE interpolation of RoI features", False, "2"),
+    Entry("moex", "MoEx moment exchange in the classifier", False, "2"),
+    Entry("instaboost", "InstaBoost copy-paste augmentation", False, "2"),
+    Entry("yin", "Feature transfer learning (Yin et al., CVPR'19)", False, "2"),
+    Entry("liu", "Deep feature augmentation with margins (Liu et al., CVPR'20)", False, "2"),
+    Entry("chu", "Feature space augmentation for long-tailed data (Chu et al., ECCV'20)", False, "2"),
+    Entry("nms_resampling", "NMS re-sampling (Wu et al., 2020)", False, "15"),
+    Entry("simcal", "SimCal calibration with dual-head inference (Wang et al., 2020)", False, "6"),
+    Entry("ldam", "LDAM loss with deferred re-weighting (Cao et al., 2019)", False, "7,10,11"),
+    Entry("tde", "De-confound-TDE causal classifier (Tang et al., 2020)", False, "7"),
+    Entry("m2m", "Major-to-minor translation (Kim et al., 2020)", False, "7"),
+)
+
+# Model + schedule profiles; `cpu-compact` is the small model for the embedded data.
+PROFILES = _table(
+    Entry("cpu-compact", "Mask R-CNN, ResNet-18/32 FPN-64, 128 px, for the embedded data on CPU", True),
+    Entry("lvis-r50", "Mask R-CNN R50-FPN, LVIS v1 protocol of the paper (24 epochs)", True, "1-4"),
+    Entry("lvis-r101", "Mask R-CNN R101-FPN, LVIS v1 protocol", False, "5"),
+    Entry("lvis-x101", "Mask R-CNN X101-32x8d-FPN, LVIS v1 protocol", False, "5"),
+    Entry("lvis-cascade-r101", "Cascade Mask R-CNN R101-FPN, LVIS v1 protocol", False, "5,13"),
+    Entry("coco-lt-r50", "Mask R-CNN R50-FPN, COCO-LT protocol (12 epochs)", False, "6"),
+    Entry("cifar-resnet32", "ResNet-32 classifier, CIFAR-100-LT protocol (200 epochs)", False, "7,10,11"),
+    Entry("cifar-resnet34", "ResNet-34 classifier, CIFAR-100-LT (M2M's setting)", False, "7"),
+)
+
+DATASETS = _table(
+    Entry("embedded-tiny", "generated long-tailed LVIS-format data, CI smoke size", True),
+    Entry("embedded-small", "generated long-tailed LVIS-format data, the main job's size", True),
+    Entry("embedded-medium", "generated long-tailed LVIS-format data, larger", True),
+    Entry("lvis_v1", "LVIS v1.0 on disk ($FASA_LVIS_ROOT)", True),
+    Entry("coco_lt", "COCO-LT sampled train JSON + COCO val2017 on disk", False, "6"),
+    Entry("cifar100_lt", "CIFAR-100-LT built from the CIFAR-100 pickles on disk", False, "7,10,11"),
+)
+
+# Columns a table may ask for. Detection metrics are mask AP unless prefixed `bbox_`.
+METRICS = _table(
+    *(Entry(m, f"mask {m}", True) for m in ("AP", "AP50", "AP75", "APr", "APc", "APf")),
+    *(Entry(f"bbox_{m}", f"box {m}", True) for m in ("AP", "AP50", "AP75", "APr", "APc", "APf")),
+    *(Entry(m, f"mask AP on COCO-LT bin {m[-1]}", False, "6") for m in ("AP1", "AP2", "AP3", "AP4")),
+    Entry("accuracy", "top-1 accuracy (classification)", False, "7,10,11"),
+    *(Entry(f"E_{e}", f"TIDE {e} error (mask dAP)", True, "8")
+      for e in ("cls", "loc", "both", "dupe", "bkg", "miss")),
+    *(Entry(f"AP_{kind}{group}", f"AP^{kind} {group or 'all'} (Dave et al., 2021)", False, "13")
+      for kind in ("fixed", "pool") for group in ("", "_r", "_c", "_f")),
+    Entry("train_mem_gb", "peak training memory (GB)", True, "12"),
+    Entry("train_s_per_iter", "training time per iteration (s)", True, "12"),
+)
+
+_KINDS = {"method": METHODS, "profile": PROFILES, "dataset": DATASETS, "metric": METRICS}
+
+
+def lookup(kind: str, name: str, *, require_built: bool = True) -> Entry:
+    """The entry for `name`; an unknown name lists the valid ones, an unbuilt one says so."""
+    table = _KINDS[kind]
+    if name not in table:
+        raise FasaError(f"unknown {kind} '{name}'", f"use one of: {', '.join(table)}")
+    entry = table[name]
+    if require_built and not entry.built:
+        where = f" (paper Table {entry.paper_table})" if entry.paper_table else ""
+        raise NotBuiltError(f"{kind} '{name}'{where}")
+    return entry

@@ -1,0 +1,64 @@
+"""End to end on the embedded `tiny` data: train a few iterations with FASA, evaluate, and
+check that a run killed mid-training resumes to the same final metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fasa_cli.backend import run_training
+from fasa_cli.experiments.config import FASASettings, RunConfig, TrainOverrides
+
+pytestmark = pytest.mark.slow
+
+RUN = RunConfig(dataset="embedded-tiny", profile="cpu-compact",
+                fasa=FASASettings(start_epoch=1),
+                train=TrainOverrides(epochs=3, batch_size=4, val_loss_images=8))
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run-full")
+    progress = []
+    result = run_training(RUN, run_dir, seed=1, on_progress=lambda d, t, m: progress.append((d, t)))
+    return run_dir, result, progress
+
+
+def test_fasa_run_trains_evaluates_and_logs_its_state(uninterrupted):
+    run_dir, result, progress = uninterrupted
+    metrics = result["metrics"]
+    for name in ("AP", "APr", "APc", "APf", "bbox_AP", "train_s_per_iter"):
+        assert name in metrics
+    assert 0.0 <= metrics["AP"] <= 1.0
+    assert progress and progress[-1][0] == progress[-1][1]  # reported up to the last iteration
+    states = [json.loads(line) for line in (run_dir / "fasa_state.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in states] == [0, 1, 2]
+    assert states[0]["n_virtual"] == 0          # sampling starts from the second epoch
+    assert sum(s["n_virtual"] for s in states[1:]) > 0
+    assert len(states[-1]["probs"]) == len(json.loads(
+        (run_dir / "classifier_norms.json").read_text())["norms"])
+    assert (run_dir / "detections.json.gz").exists()
+
+
+def test_killed_run_resumes_to_the_same_metrics(uninterrupted, tmp_path):
+    _, full, progress = uninterrupted
+    iters_per_epoch = progress[-1][1] // 3
+
+    def kill_in_third_epoch(done, total, message):
+        if done >= 2 * iters_per_epoch + 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        run_training(RUN, tmp_path, seed=1, on_progress=kill_in_third_epoch)
+    assert not (tmp_path / "metrics.json").exists()
+    resumed = run_training(RUN, tmp_path, seed=1)
+    ours = {k: v for k, v in resumed["metrics"].items() if not k.startswith("train_")}
+    theirs = {k: v for k, v in full["metrics"].items() if not k.startswith("train_")}
+    assert ours == theirs
+    states = [json.loads(line) for line in (tmp_path / "fasa_state.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in states] == [0, 1, 2]

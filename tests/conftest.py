@@ -1,0 +1,27 @@
+"""Shared fixtures. Tests keep every result and dataset under pytest's tmp folders unless a
+fixture says otherwise; the embedded `tiny` data is generated once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Two threads is this machine's size; more only thrashes. Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+    """Parent folder holding the generated `tiny` dataset for this test session."""
+    root = tmp_path_factory.mktemp("fasa-data")
+    previous = os.environ.get("FASA_DATA_DIR")
+    os.environ["FASA_DATA_DIR"] = str(root)
+    from fasa_cli.data import ensure_embedded
+
+    ensure_embedded(preset="tiny", seed=0, progress=False)
+    yield root
+    if previous is None:
+        os.environ.pop("FASA_DATA_DIR", None)
+    else:
+        os.environ["FASA_DATA_DIR"] = previous

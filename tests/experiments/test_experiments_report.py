@@ -1,0 +1,81 @@
+"""REPORT.md and its figures, from the store alone; the findings text follows the data."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+from rich.console import Console
+
+from experiments_fakes import FakeRunner
+from fasa_cli.experiments.execute import run_ablation
+from fasa_cli.experiments.report import describe_findings, group_probability_frame, norms_frame, write_report
+from fasa_cli.experiments.spec import load_spec
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def test_report_tables_figures_and_benchmarks(tiny_spec, store):
+    run_ablation(tiny_spec, None, None, store, FakeRunner(), _quiet())
+    store.benchmarks_dir.mkdir(parents=True)
+    (store.benchmarks_dir / "fasa_overhead.json").write_text(json.dumps({"device": "cpu", "ms": {"fasa": 1.25}}))
+    text = write_report(store).read_text()
+    assert "## Table T: Tiny ablation (ours: profile cpu-compact, dataset embedded-tiny)" in text
+    assert "AP (paper)" in text and "| 2/2 seeds |" in text
+    assert "+ FASA vs Baseline, APr:" in text
+    assert "| ms.fasa | 1.25 |" in text
+    figures = sorted(p.name for p in store.figures_dir.glob("*.png"))
+    assert figures == [
+        "fig3a_tiny_cpu-compact--embedded-tiny_fasa.png",
+        "fig3a_tiny_cpu-compact--embedded-tiny_static.png",
+        "fig4_tiny_cpu-compact--embedded-tiny.png",
+    ]
+    for name in figures:
+        assert (store.figures_dir / name).stat().st_size > 10_000  # a real plot, not an empty canvas
+        assert f"(figures/{name})" in text
+
+
+def test_report_reads_the_store_not_the_spec_files(tmp_path, tiny_spec_path, store):
+    run_ablation(load_spec(tiny_spec_path), None, [0], store, FakeRunner(artefacts=False), _quiet())
+    tiny_spec_path.unlink()  # the snapshot in the store is enough
+    assert "Tiny ablation" in write_report(store).read_text()
+
+
+def test_empty_store_says_so(store):
+    assert "No finished runs yet" in write_report(store).read_text()
+
+
+def _numbers(rows: dict[str, list[float]]) -> pd.DataFrame:
+    out = {}
+    for name, values in rows.items():
+        series = pd.Series(values, dtype=float)
+        out[name] = {"APr_mean": series.mean(), "APr_std": series.std(ddof=1) if len(values) > 1 else float("nan"),
+                     "APr_n": len(values), "AP_mean": 20.0, "AP_std": 0.1, "AP_n": len(values)}
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def test_findings_follow_the_data(tiny_spec):
+    helps = describe_findings(tiny_spec, _numbers({"base": [5.0, 5.2], "fasa": [9.0, 9.4], "static": [5.1, 5.0]}))
+    fasa_apr = next(line for line in helps if line.startswith("+ FASA vs Baseline, APr"))
+    assert "+4.1" in fasa_apr and "higher beyond the seed spread" in fasa_apr and "same direction" in fasa_apr
+    static_apr = next(line for line in helps if line.startswith("+ FA only vs Baseline, APr"))
+    assert "within the seed spread" in static_apr
+    hurts = describe_findings(tiny_spec, _numbers({"base": [9.0, 9.2], "fasa": [5.0, 5.4], "static": [5.0]}))
+    fasa_apr = next(line for line in hurts if line.startswith("+ FASA vs Baseline, APr"))
+    assert "lower beyond the seed spread" in fasa_apr and "opposite direction" in fasa_apr
+    assert "too few seeds" in next(line for line in hurts if line.startswith("+ FA only vs Baseline, APr"))
+
+
+def test_figure_frames_average_over_seeds():
+    states = {0: [{"epoch": 0, "group_mean_p": {"r": 0.1, "c": 0.01, "f": 0.001}}],
+              1: [{"epoch": 0, "group_mean_p": {"r": 0.3, "c": 0.03, "f": 0.003}}]}
+    stats = group_probability_frame(states).set_index(["group", "epoch"])
+    assert stats.loc[("r", 0), "mean"] == 0.2 and stats.loc[("r", 0), "count"] == 2
+    norms = {s: {"class_ids": [1, 2, 3], "names": ["a", "b", "c"], "frequency": ["r", "f", "c"],
+                 "train_instance_count": [3, 300, 30], "norms": [1.0 + s, 2.0, 1.5]} for s in (0, 1)}
+    frame = norms_frame(norms)
+    assert list(frame["class_id"]) == [2, 3, 1]  # head to tail
+    assert frame.set_index("class_id").loc[1, "mean"] == 1.5
