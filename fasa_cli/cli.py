@@ -10,7 +10,7 @@ from fasa_cli.commands import data as data_cmd
 from fasa_cli.commands import doctor as doctor_cmd
 from fasa_cli.commands import experiments as experiments_cmd
 from fasa_cli.commands import runs as runs_cmd
-from fasa_cli.errors import EXIT_USER_ERROR, FasaError
+from fasa_cli.errors import EXIT_USER_ERROR, FasaError, RunFailedError
 
 app = typer.Typer(
     name="fasa",
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     except FasaError as err:
         typer.secho(f"error: {err.line()}", err=True, fg=typer.colors.RED)
         sys.exit(EXIT_USER_ERROR)
+    except RunFailedError as err:
+        typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -22,3 +22,7 @@ class NotBuiltError(FasaError):
 
     def __init__(self, what: str):
         super().__init__(f"{what} is not built yet", "see the open issues in the project tracker")
+
+
+class RunFailedError(Exception):
+    """A training or evaluation run crashed; the message names its log. Exit code 1."""

@@ -107,6 +107,12 @@ def _pipelines(p: Profile) -> tuple[list, list]:
     return train, test
 
 
+def _optimizer(p: Profile, lr: float) -> dict:
+    if p.optimizer == "SGD":
+        return dict(type="SGD", lr=lr, momentum=0.9, weight_decay=p.weight_decay)
+    return dict(type=p.optimizer, lr=lr, weight_decay=p.weight_decay)
+
+
 def build_config(run, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
     """The full mmengine config of one run (`run` is an experiments.config.RunConfig)."""
     if run.task != "detection":
@@ -178,8 +184,7 @@ def build_config(run, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
         train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=epochs, val_interval=epochs + 1),
         test_cfg=dict(type="TestLoop"),
         optim_wrapper=dict(type="OptimWrapper",
-                           optimizer=dict(type=p.optimizer, lr=lr, momentum=0.9,
-                                          weight_decay=p.weight_decay),
+                           optimizer=_optimizer(p, lr),
                            clip_grad=dict(max_norm=35, norm_type=2) if p.pretrained is None
                            else None),
         param_scheduler=[

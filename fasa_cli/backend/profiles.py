@@ -47,10 +47,10 @@ PROFILES: dict[str, Profile] = {
     "cpu-compact": Profile(
         name="cpu-compact", depth=18, base_channels=32, fpn_channels=64, pretrained=None,
         frozen_stages=-1, norm_eval=False, train_scales=((128, 128),), test_scale=(128, 128),
-        anchor_scales=(4,), rpn_samples=128, rpn_proposals_train=500, rpn_proposals_test=300,
-        roi_samples=64, roi_sampling_ratio=2, fc_channels=256, mask_convs=2, mask_channels=64,
-        batch_size=8, epochs=6, optimizer="SGD", lr=0.04, weight_decay=1e-4, warmup_iters=100,
-        lr_steps=(5,), score_thr=1e-4, max_per_img=100, val_loss_images=128, num_workers=0,
+        anchor_scales=(4,), rpn_samples=128, rpn_proposals_train=200, rpn_proposals_test=100,
+        roi_samples=32, roi_sampling_ratio=2, fc_channels=256, mask_convs=2, mask_channels=64,
+        batch_size=8, epochs=4, optimizer="AdamW", lr=1e-3, weight_decay=0.05, warmup_iters=100,
+        lr_steps=(3,), score_thr=1e-4, max_per_img=50, val_loss_images=128, num_workers=0,
     ),
     # The paper's LVIS v1 protocol (FACTS.md section 1): R50-FPN, 24 epochs, 2 images x 8 GPUs.
     "lvis-r50": Profile(

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from fasa_cli.errors import FasaError
+from fasa_cli.errors import FasaError, RunFailedError
 
 ProgressFn = Callable[[int, int, str], None]
 LOG_NAME = "train.log"
@@ -56,12 +56,24 @@ def train_and_evaluate(run, run_dir: Path, seed: int) -> dict:
     runner = _build_runner(cfg)
     runner.train()
     metrics = dict(runner.test())
+    metrics.update(_tide_metrics(data, run_dir / "detections.json.gz"))
     progress = next(h for h in runner.hooks if isinstance(h, ProgressHook))
     metrics["train_s_per_iter"] = progress.mean_step_time()
     peak = _peak_memory_mb()
     metrics["train_mem_gb"] = peak / 1024
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     return {"metrics": metrics, "wall_s": time.time() - started, "peak_mem_mb": peak}
+
+
+def _tide_metrics(data, detections_file: Path) -> dict:
+    """TIDE's six mask errors (Table 8) as fractions of AP, like the AP metrics."""
+    from fasa_cli.evaluation import load_detections, tide_errors
+
+    detections = load_detections(detections_file)
+    if not detections:
+        return {}
+    errors = tide_errors(str(data.root / data.val_ann), detections, iou_type="segm")
+    return {name: value / 100 for name, value in errors.items()}
 
 
 def evaluate_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> dict:
@@ -99,6 +111,9 @@ def _child(job: str, payload: dict, messages) -> None:
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
+    # torch >= 2.6 loads checkpoints weights-only by default; mmengine's resume needs the
+    # full pickle (optimizer, message hub, RNG states), and these are the run's own files.
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     try:
         from fasa_cli.experiments.config import RunConfig
         from fasa_cli.mmdet_ext.hooks import set_progress_reporter
@@ -131,7 +146,7 @@ def _in_child(job: str, payload: dict, on_progress: ProgressFn | None) -> dict:
                 msg = messages.get(timeout=1.0)
             except queue_mod.Empty:
                 if not proc.is_alive():
-                    raise RuntimeError(f"the run's process died (exit code {proc.exitcode}); "
+                    raise RunFailedError(f"the run's process died (exit code {proc.exitcode}); "
                                        f"see {log_path}") from None
                 continue
             kind = msg[0]
@@ -142,7 +157,7 @@ def _in_child(job: str, payload: dict, on_progress: ProgressFn | None) -> dict:
             elif kind == "user_error":
                 raise FasaError(msg[1], msg[2])
             elif kind == "error":
-                raise RuntimeError(f"run failed: {msg[1]} (full log: {log_path})")
+                raise RunFailedError(f"run failed: {msg[1]} (full log: {log_path})")
     except BaseException:
         # Ctrl-C, or a caller that gave up: stop the run now; its checkpoints stay for resuming.
         proc.kill()

@@ -33,12 +33,14 @@ class FASALVISMetric(BaseMetric):
             self.cat_ids = [c["id"] for c in json.load(f)["categories"]]
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        # One entry per image: mmengine truncates the collected results to the dataset size.
         for sample in data_samples:
             pred = sample["pred_instances"]
             boxes = pred["bboxes"].cpu().numpy()
             scores = pred["scores"].cpu().numpy()
             labels = pred["labels"].cpu().numpy()
             masks = pred["masks"].cpu().numpy() if "masks" in pred else None
+            detections = []
             for i in range(len(labels)):
                 x1, y1, x2, y2 = boxes[i].tolist()
                 det = {"image_id": sample["img_id"], "category_id": self.cat_ids[labels[i]],
@@ -47,9 +49,11 @@ class FASALVISMetric(BaseMetric):
                     rle = mask_util.encode(np.asfortranarray(masks[i].astype(np.uint8)))
                     rle["counts"] = rle["counts"].decode()
                     det["segmentation"] = rle
-                self.results.append(det)
+                detections.append(det)
+            self.results.append(detections)
 
     def compute_metrics(self, results: list) -> dict:
+        results = [det for per_image in results for det in per_image]
         if self.outfile:
             save_detections(self.outfile, results)
         metrics = {}
