@@ -163,6 +163,37 @@ def bench_adapt(counts: torch.Tensor) -> dict:
     return {"adapt_s": round(time.perf_counter() - start, 2), "num_groups": info["num_groups"]}
 
 
+# The compact CPU profile's scale: 60 classes, 256-d box-head features, 8 images x 8 positives.
+COMPACT = {"num_classes": 60, "feat_dim": 256, "positives": 64}
+
+
+def bench_compact(repeats: int) -> dict:
+    """One FASA call at the compact profile's scale, against that profile's measured training
+    step (results/benchmarks/train_step.json, written by bench_train_step) when present."""
+    c, d, n = COMPACT["num_classes"], COMPACT["feat_dim"], COMPACT["positives"]
+    counts = lvis_like_counts(c)
+    fasa = FASA(FASAConfig(num_classes=c, feat_dim=d), counts)
+    classifier = torch.nn.Linear(d, c + 1)
+    gen = torch.Generator().manual_seed(3)
+    fasa.update(torch.randn(2 * c, d, generator=gen).relu(), torch.arange(c).repeat(2))
+    fasa.set_epoch(1)
+    times = []
+    for labels in label_batches("lvis_like", counts, n, repeats, 4):
+        feats = torch.randn(n, d, generator=gen).relu()
+        start = time.perf_counter()
+        fasa.update(feats, labels)
+        fasa.virtual_loss(classifier, F.cross_entropy)
+        times.append(1e3 * (time.perf_counter() - start))
+    result = {"scale": COMPACT, "call_ms_median": round(statistics.median(times), 3)}
+    step_file = REPO / "results" / "benchmarks" / "train_step.json"
+    if step_file.exists():
+        step_s = json.loads(step_file.read_text())["baseline_s"]
+        result["compact_step_s"] = round(step_s, 3)
+        result["fraction_of_step"] = round(result["call_ms_median"] / (1e3 * step_s), 5)
+        result["meets_target"] = result["fraction_of_step"] < 0.01
+    return result
+
+
 def write_markdown(path: Path, report: dict) -> None:
     lines = [
         "# FASA core: one training-step call at LVIS scale",
@@ -192,6 +223,16 @@ def write_markdown(path: Path, report: dict) -> None:
             f"End-of-epoch adapt (Fisher distance + DBSCAN on CPU): {report['adapt']['adapt_s']} s "
             f"({report['adapt']['num_groups']} groups)."
         )
+    compact = report.get("compact")
+    if compact:
+        line = (f"Compact CPU profile scale (C = {compact['scale']['num_classes']}, d = "
+                f"{compact['scale']['feat_dim']}, {compact['scale']['positives']} positives): "
+                f"{compact['call_ms_median']} ms per call")
+        if "fraction_of_step" in compact:
+            line += (f" = {100 * compact['fraction_of_step']:.2f}% of the profile's "
+                     f"{compact['compact_step_s']} s training step (target < 1%: "
+                     f"{'met' if compact['meets_target'] else 'NOT met'})")
+        lines.append(line + ".")
     lines += [
         "Loop reference: Eq. 2 in a Python loop over the classes present in the batch (as the "
         "official code does), then one Bernoulli draw per class in a loop over all classes; its "
@@ -239,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
     }
+    report["compact"] = bench_compact(repeats)
     if not args.quick:
         report["adapt"] = bench_adapt(counts)
     args.out.parent.mkdir(parents=True, exist_ok=True)

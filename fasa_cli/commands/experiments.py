@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from fasa_cli.commands import wide_console
 from fasa_cli.errors import FasaError
 from fasa_cli.experiments.compare import WITH_CHOICES, build_compare_spec
 from fasa_cli.experiments.spec import ExperimentSpec, load_spec, parse_csv, parse_seeds
@@ -55,7 +55,7 @@ def report(
     from fasa_cli.experiments.store import ResultStore
 
     path = write_report(ResultStore(results_dir))
-    Console().print(f"wrote {path}")
+    wide_console().print(f"wrote {path}")
 
 
 def _run_and_tabulate(
@@ -73,7 +73,7 @@ def _run_and_tabulate(
     from fasa_cli.experiments.store import ResultStore
     from fasa_cli.experiments.tables import spec_markdown_all, table_heading, to_rich
 
-    console = Console()
+    console = wide_console()
     store = ResultStore(results_dir)
     profile = spec.check_profile(profile)
     seed_list = parse_seeds(seeds)

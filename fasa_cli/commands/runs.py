@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fasa_cli.commands import wide_console
 from fasa_cli.errors import FasaError
 
 _PERCENT = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
@@ -45,8 +45,9 @@ def train(
             raise FasaError(f"spec '{loaded.name}' has rows {', '.join(rows)}",
                             "choose one with --row NAME")
         row = rows[0]
+    loaded.row(row)  # an unknown row fails before anything starts
     store = ResultStore(results_dir)
-    console = Console()
+    console = wide_console()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task(f"{loaded.name}/{row}/seed{seed}", total=None, note="starting")
@@ -77,7 +78,7 @@ def evaluate(
     from fasa_cli.backend import evaluate_run
 
     metrics = evaluate_run(_run_dir(run_dir), checkpoint)
-    Console().print(_metrics_table(f"re-evaluation of {run_dir}", metrics))
+    wide_console().print(_metrics_table(f"re-evaluation of {run_dir}", metrics))
 
 
 def tide(
@@ -104,4 +105,4 @@ def tide(
     for name in errors:
         table.add_column(name, justify="right")
     table.add_row(*(f"{v:.2f}" for v in errors.values()))
-    Console().print(table)
+    wide_console().print(table)

@@ -268,8 +268,14 @@ def _benchmarks_section(store: ResultStore) -> list[str]:
     files = sorted(store.benchmarks_dir.glob("*.json")) if store.benchmarks_dir.is_dir() else []
     if not files:
         return []
-    parts = ["", "## Benchmarks", "", f"From {store.benchmarks_dir.relative_to(store.root).as_posix()}/*.json."]
+    parts = ["", "## Benchmarks", "", f"From {store.benchmarks_dir.relative_to(store.root).as_posix()}/."]
     for path in files:
+        summary = path.with_suffix(".md")
+        if summary.exists():  # the benchmark's own write-up, headings moved under this section
+            text = summary.read_text(encoding="utf-8").strip()
+            parts += [""] + [("##" + line) if line.startswith("#") else line
+                             for line in text.splitlines()]
+            continue
         parts += ["", f"### {path.stem}", ""]
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -158,8 +158,8 @@ def test_unbuilt_names_load_but_refuse_to_run():
     spec.require_built(["baseline", "fasa"], "cpu-compact")  # the built rows are fine
     with pytest.raises(NotBuiltError, match="profile 'lvis-r101'"):
         load_spec("table5_r101").require_built(["rfs"], "lvis-r101")
-    with pytest.raises(NotBuiltError, match="metric 'E_cls'"):
-        load_spec("table8").require_built(["baseline"], "cpu-compact")
+    with pytest.raises(NotBuiltError, match="metric 'AP_fixed'"):
+        load_spec("table13_mask_r101").require_built(["rfs"], "lvis-r101")
 
 
 def test_parse_seeds():
