@@ -31,6 +31,7 @@ import numpy as np
 from fasa_cli.data.lvis_format import COCO_URL_PREFIX, DatasetPaths, frequency_letters
 from fasa_cli.data.shapes import DrawParams, ObjectClass, choose_classes, draw_image
 from fasa_cli.errors import FasaError
+from fasa_cli.paths import repo_root
 
 GENERATOR_VERSION = 1  # bump when the output for a (preset, seed) changes
 MANIFEST = "fasa_dataset.json"
@@ -72,14 +73,6 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise FasaError(f"unknown embedded preset '{name}'", f"use one of: {', '.join(PRESETS)}")
     return PRESETS[name]
-
-
-def repo_root() -> Path | None:
-    """The folder holding pyproject.toml above this package (a source checkout), if any."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "pyproject.toml").is_file():
-            return parent
-    return None
 
 
 def default_root(preset: str, seed: int) -> Path:

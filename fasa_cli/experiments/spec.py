@@ -33,6 +33,7 @@ from fasa_cli import registry
 from fasa_cli.errors import FasaError, NotBuiltError
 from fasa_cli.experiments.config import RunConfig
 from fasa_cli.experiments.yaml_lines import LineDict, line_of, load_yaml_with_lines, plain
+from fasa_cli.paths import repo_root
 
 SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # also a folder name in the result store
 _FROM_PROFILE = ("profile", "dataset")  # set by the profile, never by base/set
@@ -164,14 +165,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
 
 
 # -- loading ----------------------------------------------------------------------------------
-
-
-def repo_root() -> Path | None:
-    """The folder holding pyproject.toml above the package (None when installed elsewhere)."""
-    for folder in Path(__file__).resolve().parents:
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return None
 
 
 def specs_dir() -> Path:
