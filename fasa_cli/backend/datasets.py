@@ -38,8 +38,8 @@ def _categories(train_json: Path) -> tuple[list[str], list[str], list[int]]:
             [int(c["instance_count"]) for c in categories])
 
 
-def resolve_dataset(name: str, seed: int = 0) -> DatasetInfo:
-    """Files and class facts of a dataset; the embedded ones are generated on first use.
+def dataset_root(name: str) -> Path:
+    """The dataset's folder, checked (LVIS layout) or generated (embedded) on first use.
 
     The embedded data's generator seed is fixed (0): run seeds vary the training, not the data.
     """
@@ -60,6 +60,12 @@ def resolve_dataset(name: str, seed: int = 0) -> DatasetInfo:
         lvis_v1_paths(root, validate=False)
     else:  # pragma: no cover - lookup() already refused unbuilt datasets
         raise FasaError(f"dataset '{name}' has no resolver", "pick a built dataset")
+    return root
+
+
+def resolve_dataset(name: str) -> DatasetInfo:
+    """Files and class facts of a dataset (reads the train JSON's categories)."""
+    root = dataset_root(name)
     train_ann, val_ann = "annotations/lvis_v1_train.json", "annotations/lvis_v1_val.json"
     names, frequency, counts = _categories(root / train_ann)
     return DatasetInfo(name, root, train_ann, val_ann, names, frequency, counts)

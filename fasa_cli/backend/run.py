@@ -170,9 +170,9 @@ def run_training(config, run_dir: Path, seed: int, on_progress: ProgressFn | Non
     """The experiment runner: {"metrics", "wall_s", "peak_mem_mb"} of one trained run.
 
     A folder holding checkpoints of an interrupted run is resumed, not restarted."""
-    from fasa_cli.backend.datasets import resolve_dataset
+    from fasa_cli.backend.datasets import dataset_root
 
-    resolve_dataset(config.dataset)  # a missing dataset fails here, in one line, not in the child
+    dataset_root(config.dataset)  # a missing dataset fails here, in one line, not in the child
     payload = {"config": config.model_dump(mode="json"), "run_dir": str(run_dir), "seed": seed}
     return _in_child("train", payload, on_progress)
 

@@ -83,14 +83,13 @@ class FASAHeadMixin:
             return out
         positive = (labels >= 0) & (labels < self.num_classes)
         self.fasa.update(features[positive], labels[positive])
-        virtual, virtual_labels = self.fasa.sample()
-        self.virtual_used += int(virtual_labels.numel())
-        if virtual_labels.numel() > 0:
-            loss = self._virtual_cls_loss(self.fc_cls(virtual), virtual_labels)
-        else:  # keeps every parameter in the graph (DDP requires it)
-            loss = self.fc_cls.weight.sum() * 0.0
-        out["loss_bbox"]["loss_fasa"] = self.fasa.cfg.loss_weight * loss
+        out["loss_bbox"]["loss_fasa"] = self.fasa.virtual_loss(self._classify_virtual,
+                                                               self._virtual_cls_loss)
         return out
+
+    def _classify_virtual(self, features: torch.Tensor) -> torch.Tensor:
+        self.virtual_used += features.shape[0]
+        return self.fc_cls(features)
 
 
 @MODELS.register_module()
