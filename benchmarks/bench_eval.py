@@ -7,7 +7,8 @@ backends get the same detections through `evaluate_lvis`, so the time is what a 
 waits for; the numbers they report are checked to agree.
 
     .venv/bin/python -m benchmarks.bench_eval [--quick]
-writes results/benchmarks/eval.json.
+writes results/benchmarks/eval.json and eval.md. Target (issue 12): fast >= 5x reference
+with every metric within 1e-12.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pycocotools import mask as mask_utils  # noqa: E402
 from fasa_cli.evaluation import LVIS_METRICS, evaluate_lvis  # noqa: E402
 
 NUM_CLASSES, WIDTH, HEIGHT = 1203, 640, 480
+TARGET_SPEEDUP, TARGET_MAX_DIFF = 5.0, 1e-12
 
 
 def synthetic_lvis(num_images: int, seed: int) -> dict:
@@ -111,6 +113,7 @@ def time_backends(gt: dict, dets: list[dict], iou_type: str) -> dict:
         if not (math.isnan(results["fast"][k]) and math.isnan(results["reference"][k]))
     ]
     row["max_abs_metric_diff"] = float(max(diffs))
+    row["target_met"] = row["speedup"] >= TARGET_SPEEDUP and row["max_abs_metric_diff"] <= TARGET_MAX_DIFF
     row["metrics_fast"] = {k: round(v, 6) for k, v in results["fast"].items()}
     return row
 
@@ -129,13 +132,25 @@ def main() -> None:
         rows.append(time_backends(gt, dets, iou_type))
 
     report = {
-        "benchmark": "evaluate_lvis: fast (faster-coco-eval 1.8.0, lvis_style) vs reference (lvis-api 0.5.3)",
+        "benchmark": "evaluate_lvis: fast (faster-coco-eval 1.8.0 C++ core, lvis_style, per-class-group "
+        "driver in fasa_cli.evaluation.metrics) vs reference (lvis-api 0.5.3)",
+        "target": {"speedup": TARGET_SPEEDUP, "max_abs_metric_diff": TARGET_MAX_DIFF},
         "quick": args.quick,
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# LVIS evaluation time: fast backend vs lvis-api", "",
+             f"Synthetic LVIS-like set, {NUM_CLASSES} classes; the same detections through `evaluate_lvis`"
+             f"{' (quick mode)' if args.quick else ''}. Target: >= {TARGET_SPEEDUP:g}x with every metric "
+             f"within {TARGET_MAX_DIFF:g}.", "",
+             "| iou | images | detections | fast (s) | lvis-api (s) | speed-up | max metric diff | target |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines += [f"| {r['iou_type']} | {r['images']} | {r['detections']} | {r['fast_s']:.2f} | {r['reference_s']:.2f} | "
+              f"{r['speedup']:.1f}x | {r['max_abs_metric_diff']:.1e} | {'met' if r['target_met'] else 'NOT met'} |"
+              for r in rows]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     for row in rows:
         print(f"{row['iou_type']}: {row['detections']} detections, fast {row['fast_s']} s, reference {row['reference_s']} s, "
               f"x{row['speedup']}, max metric diff {row['max_abs_metric_diff']:.2e}")

@@ -2,11 +2,17 @@
 
 A name listed with built=False is known to the suite (a paper table uses it) but not
 implemented yet; using it is a clear error, never a silent fallback.
+
+Methods are the exception to hand-set flags: this file is only their catalogue of paper names.
+A method is built when a module in fasa_cli/methods/ registers it (`@register_method`), so
+`METHODS[name].built` is derived from the registrations, and a registered method that the
+catalogue does not list yet appears with its registration's summary and table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 
 from fasa_cli.errors import FasaError, NotBuiltError
 
@@ -23,18 +29,53 @@ def _table(*entries: Entry) -> dict[str, Entry]:
     return {e.name: e for e in entries}
 
 
+class _MethodCatalogue(Mapping):
+    """Paper names of methods; an entry's `built` is whether fasa_cli.methods registers it."""
+
+    def __init__(self, entries: dict[str, Entry]):
+        self._planned = entries
+
+    @staticmethod
+    def _registered() -> dict:
+        from fasa_cli.methods import registered_methods  # lazy: the plug-ins import torch
+
+        return registered_methods()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._planned or name in self._registered()
+
+    def __getitem__(self, name: str) -> Entry:
+        registered = self._registered()
+        if name in self._planned:
+            return replace(self._planned[name], built=name in registered)
+        method = registered[name]  # KeyError for an unknown name, as a dict would
+        return Entry(name, method.summary, True, method.table)
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._planned
+        yield from (n for n in self._registered() if n not in self._planned)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def planned(self) -> dict[str, Entry]:
+        """The catalogue as written here, without importing the plug-ins (built unset)."""
+        return dict(self._planned)
+
+
 # Long-tail methods that change the host's sampler, loss or schedule (Tables 2, 4, 15).
-# FASA itself is not a method here: it is a plug-in switched on by a run's `fasa` block.
-METHODS = _table(
-    Entry("baseline", "Mask R-CNN, softmax cross-entropy, uniform image sampling", True, "1,2,4"),
-    Entry("rfs", "Repeat factor sampling, threshold 1e-3 (Gupta et al., 2019)", True, "4"),
+# FASA itself is not a method here: it is a plug-in switched on by a run's `fasa` block,
+# and a run may combine it with one method. `built` below is a placeholder: see above.
+METHODS = _MethodCatalogue(_table(
+    Entry("baseline", "Mask R-CNN, softmax cross-entropy, uniform image sampling", False, "1,2,4"),
+    Entry("rfs", "Repeat factor sampling, threshold 1e-3 (Gupta et al., 2019)", False, "4"),
     Entry("eql", "Equalization loss v1 (Tan et al., 2020)", False, "4"),
     Entry("crt", "Classifier re-training, 12+12 schedule (Kang et al., 2020)", False, "4"),
     Entry("bags", "Balanced group softmax (Li et al., 2020)", False, "4"),
     Entry("seesaw", "Seesaw loss, p=0.8 q=2.0 (Wang et al., 2021)", False, "4,5"),
-    Entry("smote", "SMOTE interpolation of RoI features", False, "2"),
-    Entry("moex", "MoEx moment exchange in the classifier", False, "2"),
-    Entry("instaboost", "InstaBoost copy-paste augmentation", False, "2"),
+    Entry("smote", "SMOTE interpolation of RoI features (Chawla et al., 2002)", False, "2"),
+    Entry("moex", "MoEx moment exchange in the classifier (Li et al., CVPR'21)", False, "2"),
+    Entry("instaboost", "InstaBoost copy-paste augmentation (Fang et al., ICCV'19)", False, "2"),
     Entry("yin", "Feature transfer learning (Yin et al., CVPR'19)", False, "2"),
     Entry("liu", "Deep feature augmentation with margins (Liu et al., CVPR'20)", False, "2"),
     Entry("chu", "Feature space augmentation for long-tailed data (Chu et al., ECCV'20)", False, "2"),
@@ -43,7 +84,7 @@ METHODS = _table(
     Entry("ldam", "LDAM loss with deferred re-weighting (Cao et al., 2019)", False, "7,10,11"),
     Entry("tde", "De-confound-TDE causal classifier (Tang et al., 2020)", False, "7"),
     Entry("m2m", "Major-to-minor translation (Kim et al., 2020)", False, "7"),
-)
+))
 
 # Model + schedule profiles; `cpu-compact` is the small model for the embedded data.
 PROFILES = _table(

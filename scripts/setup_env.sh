@@ -37,8 +37,11 @@ log "runtime dependencies"
 pip_install addict yapf termcolor rich opencv-python-headless pillow matplotlib scipy \
   shapely six terminaltables tqdm pycocotools "faster-coco-eval==1.8.0" typer pandas pyyaml \
   "pydantic>=2" scikit-learn cycler kiwisolver pyparsing python-dateutil pytest hypothesis \
-  seaborn appdirs  # tidecv imports both at import time
-pip_install --no-deps "mmengine==0.10.7" "mmdet==3.3.0" "lvis==0.5.3" "tidecv==1.0.1"
+  seaborn appdirs scikit-image  # tidecv imports seaborn and appdirs at import time
+# instaboostfast (mmdet's InstaBoost transform, Table 2) also asks for opencv-python; its other
+# needs (numpy, scipy, scikit-image, pycocotools, matplotlib, pillow) are installed above.
+pip_install --no-deps "mmengine==0.10.7" "mmdet==3.3.0" "lvis==0.5.3" "tidecv==1.0.1" \
+  "instaboostfast==0.1.2"
 pip_install --no-deps -e .
 
 pyver=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info.major}{sys.version_info.minor}")')

@@ -23,7 +23,7 @@ def test_help_lists_every_command():
 
 
 def test_unbuilt_method_is_one_line_exit_2_without_traceback():
-    out = run_cli("compare", "--baselines", "smote")
+    out = run_cli("compare", "--baselines", "eql")
     assert out.returncode == 2
     assert "not built yet" in out.stderr
     assert "Traceback" not in out.stderr and "Traceback" not in out.stdout

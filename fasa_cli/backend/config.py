@@ -1,7 +1,8 @@
 """One Mask R-CNN config template for every profile, method and FASA setting.
 
 `build_config` turns (RunConfig, dataset, profile) into a plain mmengine config dict; nothing
-else in the suite writes mmdet configs, so every table's rows differ only in data.
+else in the suite writes mmdet configs, so every table's rows differ only in data. A run's
+method changes the finished dict through its plug-in (fasa_cli.methods.apply_method).
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ from pathlib import Path
 from fasa_cli.backend.datasets import DatasetInfo
 from fasa_cli.backend.profiles import Profile, get_profile
 from fasa_cli.errors import FasaError, NotBuiltError
+from fasa_cli.methods import apply_method
 from fasa_cli.registry import lookup
+from fasa_cli.runconfig import RunConfig
 
-# Methods that only change how training images are drawn.
-_RFS_THRESHOLD = 1e-3
+# Share of the training images held out when train.val_split is "train_holdout".
 HOLDOUT_FRACTION = 0.1
 
 
 def _resnet_channels(p: Profile) -> list[int]:
     expansion = 1 if p.depth in (18, 34) else 4
     return [p.base_channels * expansion * 2**i for i in range(4)]
+
+
+def _roi_extractor(p: Profile) -> str:
+    # mmdet resolves roi_layer types in mmcv.ops only; FASARoIExtractor also knows ours.
+    return "SingleRoIExtractor" if p.roi_op == "RoIAlign" else "FASARoIExtractor"
 
 
 def _model(p: Profile, num_classes: int, fasa: dict | None, class_counts: list[int]) -> dict:
@@ -57,13 +64,13 @@ def _model(p: Profile, num_classes: int, fasa: dict | None, class_counts: list[i
         roi_head=dict(
             type="StandardRoIHead",
             bbox_roi_extractor=dict(
-                type="SingleRoIExtractor", out_channels=ch, featmap_strides=[4, 8, 16, 32],
-                roi_layer=dict(type="RoIAlign", output_size=7,
+                type=_roi_extractor(p), out_channels=ch, featmap_strides=[4, 8, 16, 32],
+                roi_layer=dict(type=p.roi_op, output_size=7,
                                sampling_ratio=p.roi_sampling_ratio)),
             bbox_head=bbox_head,
             mask_roi_extractor=dict(
-                type="SingleRoIExtractor", out_channels=ch, featmap_strides=[4, 8, 16, 32],
-                roi_layer=dict(type="RoIAlign", output_size=14,
+                type=_roi_extractor(p), out_channels=ch, featmap_strides=[4, 8, 16, 32],
+                roi_layer=dict(type=p.roi_op, output_size=14,
                                sampling_ratio=p.roi_sampling_ratio)),
             mask_head=dict(type="FCNMaskHead", num_convs=p.mask_convs, in_channels=ch,
                            conv_out_channels=p.mask_channels, num_classes=num_classes,
@@ -113,13 +120,11 @@ def _optimizer(p: Profile, lr: float) -> dict:
     return dict(type=p.optimizer, lr=lr, weight_decay=p.weight_decay)
 
 
-def build_config(run, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
-    """The full mmengine config of one run (`run` is an experiments.config.RunConfig)."""
+def build_config(run: RunConfig, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
+    """The full mmengine config of one run."""
     if run.task != "detection":
         raise NotBuiltError("the classification path (CIFAR-100-LT, Tables 7, 10, 11)")
-    lookup("method", run.method)
-    if run.method not in ("baseline", "rfs"):  # pragma: no cover - registry says unbuilt
-        raise NotBuiltError(f"method '{run.method}'")
+    lookup("method", run.method)  # unknown or unbuilt: the registry's message, before any work
     p = get_profile(run.profile)
     t = run.train
     if t.max_iters is not None:
@@ -145,25 +150,24 @@ def build_config(run, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
 
     holdout = val_split == "train_holdout"
     train_set = dataset(data.train_ann, train_pipeline, holdout="train" if holdout else None)
-    if run.method == "rfs":
-        train_set = dict(type="ClassBalancedDataset", oversample_thr=_RFS_THRESHOLD,
-                         dataset=train_set)
     if holdout:
         val_loss_set = dataset(data.train_ann, train_pipeline, holdout="holdout")
     else:
         val_loss_set = dataset(data.val_ann, train_pipeline)
 
     # FASA's own generator follows the run's seed, so seeds differ in virtual features too.
-    fasa = dict(run.fasa.model_dump(), seed=seed) if run.fasa is not None else None
+    fasa = dict(run.fasa.core_settings(), seed=seed) if run.fasa is not None else None
     class_facts = dict(frequency=data.frequency, class_names=data.class_names,
                        class_counts=data.instance_counts)
     if fasa is not None:
         last_hook = dict(type="FASAHook", val_dataset=val_loss_set, max_images=val_images,
-                         batch_size=batch_size, subset_seed=seed, **class_facts)
+                         batch_size=batch_size, subset_seed=seed, signal_norm=run.fasa.val_signal,
+                         balance=run.fasa.val_balance, oversample_thr=run.fasa.val_oversample_thr,
+                         **class_facts)
     else:
         last_hook = dict(type="ClassifierNormsHook", **class_facts)
 
-    return dict(
+    cfg = dict(
         default_scope="mmdet",
         custom_imports=dict(imports=["fasa_cli.mmdet_ext"], allow_failed_imports=False),
         work_dir=str(work_dir),
@@ -206,3 +210,5 @@ def build_config(run, data: DatasetInfo, work_dir: Path, seed: int) -> dict:
         log_level="INFO",
         launcher="none",
     )
+    apply_method(cfg, run, class_counts=data.instance_counts, frequency=data.frequency, seed=seed)
+    return cfg

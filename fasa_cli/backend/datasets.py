@@ -38,17 +38,26 @@ def _categories(train_json: Path) -> tuple[list[str], list[str], list[int]]:
             [int(c["instance_count"]) for c in categories])
 
 
+TRAIN_ANN, VAL_ANN = "annotations/lvis_v1_train.json", "annotations/lvis_v1_val.json"
+
+
 def dataset_root(name: str) -> Path:
-    """The dataset's folder, checked (LVIS layout) or generated (embedded) on first use.
+    """The dataset's folder, checked (LVIS layout) or generated (embedded) on first use, and
+    pre-flight validated (the `fasa data check` checks, cached by the JSONs' sha256) so bad
+    annotations fail before training, not silently or after it.
 
     The embedded data's generator seed is fixed (0): run seeds vary the training, not the data.
     """
+    from fasa_cli.data.preflight import preflight_dataset
+
     lookup("dataset", name)
     if name.startswith("embedded-"):
         from fasa_cli.data import ensure_embedded
 
         paths = ensure_embedded(preset=name.removeprefix("embedded-"), seed=0)
         root = Path(paths.root)
+        # Small: every image is decoded too (once per annotation hash).
+        preflight_dataset(root, TRAIN_ANN, VAL_ANN, data_prefix=paths.data_prefix, images="decode")
     elif name == "lvis_v1":
         from fasa_cli.data.real import lvis_v1_paths
 
@@ -56,8 +65,9 @@ def dataset_root(name: str) -> Path:
         if not root.is_dir():
             raise FasaError(f"LVIS v1 root {root} does not exist",
                             "set FASA_LVIS_ROOT to the folder holding annotations/ and train2017/")
-        # Layout only: a full JSON check of LVIS train takes minutes (`fasa data check` does it).
-        lvis_v1_paths(root, validate=False)
+        paths = lvis_v1_paths(root, validate=False)
+        # Image files are only stat'ed: decoding 120k images belongs to `fasa data check`.
+        preflight_dataset(root, TRAIN_ANN, VAL_ANN, data_prefix=paths.data_prefix, images="exists")
     else:  # pragma: no cover - lookup() already refused unbuilt datasets
         raise FasaError(f"dataset '{name}' has no resolver", "pick a built dataset")
     return root
@@ -66,6 +76,6 @@ def dataset_root(name: str) -> Path:
 def resolve_dataset(name: str) -> DatasetInfo:
     """Files and class facts of a dataset (reads the train JSON's categories)."""
     root = dataset_root(name)
-    train_ann, val_ann = "annotations/lvis_v1_train.json", "annotations/lvis_v1_val.json"
+    train_ann, val_ann = TRAIN_ANN, VAL_ANN
     names, frequency, counts = _categories(root / train_ann)
     return DatasetInfo(name, root, train_ann, val_ann, names, frequency, counts)

@@ -40,6 +40,9 @@ class Profile:
     val_loss_images: int | None     # cap on FASA's validation-loss pass (None = all)
     num_workers: int
     extra: dict = field(default_factory=dict)
+    # RoI feature op: mmcv's "RoIAlign", or "BatchedRoIAlign" (fasa_cli.mmdet_ext.roi_align:
+    # the same numbers to float rounding; faster only with 1 torch thread so far, see issue 12).
+    roi_op: str = "RoIAlign"
 
 
 PROFILES: dict[str, Profile] = {

@@ -7,29 +7,24 @@ parent draw rich progress from the iteration counts the child reports.
 
 from __future__ import annotations
 
-import json
+import ctypes
 import multiprocessing as mp
 import os
 import queue as queue_mod
-import resource
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Callable
 
-from fasa_cli.errors import FasaError, RunFailedError
+from fasa_cli.errors import FasaError, RunFailedError, os_error
+from fasa_cli.jsonio import write_json
+from fasa_cli.rundir import last_checkpoint, run_lock
 
 ProgressFn = Callable[[int, int, str], None]
 LOG_NAME = "train.log"
-
-
-def _peak_memory_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _build_runner(cfg_dict: dict):
@@ -45,24 +40,40 @@ def train_and_evaluate(run, run_dir: Path, seed: int) -> dict:
     any), evaluate on the val split, write metrics.json. Returns the runner's summary."""
     from fasa_cli.backend.config import build_config
     from fasa_cli.backend.datasets import resolve_dataset
-    from fasa_cli.mmdet_ext.hooks import ProgressHook
+    from fasa_cli.backend import provenance
+    from fasa_cli.evaluation.bootstrap import MATCHES_FILE, match_table
+    from fasa_cli.mmdet_ext.hooks import ProgressHook, peak_memory_mb
 
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
+    threads = provenance.configure_determinism()
     data = resolve_dataset(run.dataset)
+    write_json(run_dir / "provenance.json", provenance.collect(data, threads))
     cfg = build_config(run, data, run_dir, seed)
-    cfg["resume"] = (run_dir / "last_checkpoint").exists()
+    checkpoint = last_checkpoint(run_dir)
+    # The checkpoint is named explicitly: mmengine's own pointer holds an absolute path.
+    cfg.update(resume=checkpoint is not None, load_from=str(checkpoint) if checkpoint else None)
     (run_dir / "run_config.json").write_text(run.model_dump_json(indent=2))
     runner = _build_runner(cfg)
     runner.train()
-    metrics = dict(runner.test())
-    metrics.update(_tide_metrics(data, run_dir / "detections.json.gz"))
     progress = next(h for h in runner.hooks if isinstance(h, ProgressHook))
+    metrics = dict(runner.test())
+    detections = run_dir / "detections.json.gz"
+    metrics.update(_tide_metrics(data, detections))
     metrics["train_s_per_iter"] = progress.mean_step_time()
-    peak = _peak_memory_mb()
-    metrics["train_mem_gb"] = peak / 1024
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    return {"metrics": metrics, "wall_s": time.time() - started, "peak_mem_mb": peak}
+    metrics["train_mem_gb"] = progress.peak_mb / 1024
+    write_json(run_dir / "metrics.json", metrics)
+    # Per-detection matches: what a paired bootstrap over validation images needs.
+    table = match_table(str(data.root / data.val_ann), _load(detections))
+    table.save(run_dir / MATCHES_FILE)
+    write_json(run_dir / "per_class_ap.json", table.per_class_ap())
+    return {"metrics": metrics, "wall_s": time.time() - started, "peak_mem_mb": peak_memory_mb()}
+
+
+def _load(detections_file: Path) -> list[dict]:
+    from fasa_cli.evaluation import load_detections
+
+    return load_detections(detections_file) if detections_file.exists() else []
 
 
 def _tide_metrics(data, detections_file: Path) -> dict:
@@ -80,17 +91,16 @@ def evaluate_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> dict:
     """In-process: evaluate a run folder's checkpoint again with its saved config."""
     from fasa_cli.backend.config import build_config
     from fasa_cli.backend.datasets import resolve_dataset
-    from fasa_cli.experiments.config import RunConfig
+    from fasa_cli.runconfig import RunConfig
 
     config_file = run_dir / "run_config.json"
     if not config_file.exists():
         raise FasaError(f"{run_dir} is not a run folder (no run_config.json)",
                         "pass a folder written by `fasa train` or `fasa ablate`")
     if checkpoint is None:
-        pointer = run_dir / "last_checkpoint"
-        if not pointer.exists():
+        checkpoint = last_checkpoint(run_dir)  # the folder's own, wherever it was moved
+        if checkpoint is None:
             raise FasaError(f"{run_dir} has no checkpoint", "train the run first")
-        checkpoint = Path(pointer.read_text().strip())
     run = RunConfig.model_validate_json(config_file.read_text())
     data = resolve_dataset(run.dataset)
     cfg = build_config(run, data, run_dir, seed=0)
@@ -99,11 +109,30 @@ def evaluate_checkpoint(run_dir: Path, checkpoint: Path | None = None) -> dict:
     cfg["custom_hooks"] = []
     metrics = dict(_build_runner(cfg).test())
     # metrics.json belongs to the finished run; a re-evaluation never overwrites it.
-    (run_dir / "eval_metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    write_json(run_dir / "eval_metrics.json", metrics)
     return metrics
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """A run must never outlive the command that started it: an orphan would keep writing
+    checkpoints into a folder a resumed command trains too."""
+    try:  # Linux: the kernel kills us the moment the parent dies, even by SIGKILL
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # elsewhere (and as a second line of defence): poll
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="die-with-parent").start()
+
+
 def _child(job: str, payload: dict, messages) -> None:
+    _die_with_parent(payload["parent_pid"])
     run_dir = Path(payload["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     # mmengine logs to the console; the run's log file is where that belongs.
@@ -115,7 +144,7 @@ def _child(job: str, payload: dict, messages) -> None:
     # full pickle (optimizer, message hub, RNG states), and these are the run's own files.
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     try:
-        from fasa_cli.experiments.config import RunConfig
+        from fasa_cli.runconfig import RunConfig
         from fasa_cli.mmdet_ext.hooks import set_progress_reporter
 
         set_progress_reporter(lambda done, total, msg: messages.put(("progress", done, total, msg)))
@@ -127,6 +156,9 @@ def _child(job: str, payload: dict, messages) -> None:
         messages.put(("done", result))
     except FasaError as err:
         messages.put(("user_error", err.problem, err.fix))
+    except OSError as err:  # a full or read-only disk is the user's to fix, not a crash
+        problem = os_error(err)
+        messages.put(("user_error", problem.problem, problem.fix))
     except BaseException:  # noqa: BLE001 - reported to the parent with the log's path
         traceback.print_exc()
         messages.put(("error", traceback.format_exc().strip().splitlines()[-1]))
@@ -173,10 +205,13 @@ def run_training(config, run_dir: Path, seed: int, on_progress: ProgressFn | Non
     from fasa_cli.backend.datasets import dataset_root
 
     dataset_root(config.dataset)  # a missing dataset fails here, in one line, not in the child
-    payload = {"config": config.model_dump(mode="json"), "run_dir": str(run_dir), "seed": seed}
+    payload = {"config": config.model_dump(mode="json"), "run_dir": str(run_dir), "seed": seed,
+               "parent_pid": os.getpid()}
     return _in_child("train", payload, on_progress)
 
 
 def evaluate_run(run_dir: Path, checkpoint: Path | None = None) -> dict:
-    payload = {"run_dir": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None}
-    return _in_child("eval", payload, None)
+    payload = {"run_dir": str(run_dir), "checkpoint": str(checkpoint) if checkpoint else None,
+               "parent_pid": os.getpid()}
+    with run_lock(run_dir, "used"):
+        return _in_child("eval", payload, None)

@@ -44,6 +44,22 @@ def _image_root(folder: Path, json_path: Path, data: dict) -> Path:
     return split_dirs[0] if split_dirs else folder
 
 
+def _output_folder(folder: Path, option: str) -> Path:
+    """Create `folder` for output; a path through (or at) a file is one line, not a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FasaError(f"{option} {folder} is not a folder (it or a folder above it is a file)",
+                        f"pass a folder path to {option}") from None
+    return folder
+
+
+def _missing_val_jsons(jsons: list[Path]) -> list[Path]:
+    """The val JSONs a dataset folder lacks: lvis_v1_train.json without lvis_v1_val.json."""
+    return [j.with_name(j.name.replace("train", "val")) for j in jsons
+            if "train" in j.name and not j.with_name(j.name.replace("train", "val")).exists()]
+
+
 @app.command("make")
 def make(
     preset: str = typer.Option("small", help="tiny (CI), small (the main job) or medium"),
@@ -79,10 +95,18 @@ def check(
 
     console = _console()
     total = 0
-    for json_path in _dataset_jsons(path):
+    jsons = _dataset_jsons(path)
+    if path.is_dir():
+        for missing in _missing_val_jsons(jsons):
+            total += 1
+            console.print(f"[red]{missing}: the val split is missing[/red]")
+            console.print("  - a run evaluates on it (fix: put the val JSON next to the train JSON)",
+                          markup=False, highlight=False)
+    for json_path in jsons:
         data = read_json(json_path)
         image_root = images if images is not None else (_image_root(path, json_path, data) if path.is_dir() else None)
-        problems = check_loaded(data, json_path, image_root, fmt)
+        # Every image is decoded (a truncated file fails here, not mid-training).
+        problems = check_loaded(data, json_path, image_root, fmt, images="decode", progress=True)
         total += len(problems)
         where = f" (images under {image_root})" if image_root is not None else ""
         if problems:
@@ -105,21 +129,34 @@ def stats(
     """Class groups, per-class counts and the long-tail histogram (paper Fig. 1a style)."""
     from rich.table import Table
 
-    from fasa_cli.data.lvis_format import class_groups, read_json
+    from fasa_cli.data.lvis_format import category_problem, class_groups, read_json
     from fasa_cli.data.visualize import GROUP_NAMES, plot_long_tail
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise FasaError(f"--out {out} is a file, not a folder", "pass a folder for long_tail.png and class_counts.csv")
     jsons = _dataset_jsons(path)
     train = next((j for j in jsons if "train" in j.name), jsons[0])
     val = next((j for j in jsons if "val" in j.name and j != train), None)
-    data = read_json(train)
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("categories", "annotations")):
-        raise FasaError(f"{train} is not a COCO/LVIS-format JSON", f"run `fasa data check {train}`")
-    try:
-        groups = class_groups(data)
-    except (KeyError, TypeError) as err:
-        raise FasaError(f"{train} has malformed categories or annotations ({err})", f"run `fasa data check {train}`") from None
+
+    def counted(json_path: Path):
+        data = read_json(json_path)
+        if not isinstance(data, dict):
+            raise FasaError(f"{json_path} is not a COCO/LVIS-format JSON", f"run `fasa data check {json_path}`")
+        problem = category_problem(data)
+        if problem:
+            raise FasaError(f"{json_path}: {problem}", f"run `fasa data check {json_path}` and repair the file")
+        try:
+            return class_groups(data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise FasaError(f"{json_path} has malformed categories or annotations ({err})",
+                            f"run `fasa data check {json_path}`") from None
+
+    groups = counted(train)
     if val is not None:
-        groups["val_image_count"] = class_groups(read_json(val))["image_count"].to_numpy()
+        val_groups = counted(val)
+        if val_groups["id"].tolist() != groups["id"].tolist():
+            raise FasaError(f"{val} and {train} have different categories", "use the two splits of one dataset")
+        groups["val_image_count"] = val_groups["image_count"].to_numpy()
 
     console = _console()
     summary = Table(title=f"class groups of {train}")
@@ -153,6 +190,7 @@ def stats(
     console.print(table)
 
     if out is not None:
+        _output_folder(out, "--out")
         png, csv = out / "long_tail.png", out / "class_counts.csv"
     elif path.is_dir():
         png, csv = path / "long_tail.png", path / "class_counts.csv"
@@ -166,9 +204,10 @@ def stats(
 @app.command("show")
 def show(
     path: Path = typer.Argument(..., help="a dataset folder in LVIS layout (annotations/lvis_v1_*.json)"),
-    n: int = typer.Option(8, help="number of images"),
+    n: int = typer.Option(8, min=1, help="number of images"),
     split: str = typer.Option("train", help="train or val"),
-    out: Path = typer.Option(None, help="PNG to write (default: <folder>/examples_<split>.png)"),
+    out: Path = typer.Option(None, help="PNG to write, or a folder for examples_<split>.png "
+                                        "(default: <folder>/examples_<split>.png)"),
 ) -> None:
     """Draw a grid of images with their masks, boxes and class names."""
     from fasa_cli.data.real import lvis_v1_paths
@@ -178,6 +217,15 @@ def show(
         raise FasaError(f"unknown split '{split}'", "use train or val")
     if not path.is_dir():
         raise FasaError(f"{path} is not a dataset folder", "pass the folder holding annotations/ (e.g. from `fasa data make`)")
+    name = f"examples_{split}.png"
+    if out is None:
+        png = path / name
+    elif out.is_dir() or not out.suffix:  # a folder (maybe still to be made), never `DIR.png`
+        png = _output_folder(out, "--out") / name
+    elif out.suffix.lower() != ".png" or (out.exists() and not out.is_file()):
+        raise FasaError(f"--out {out} is not a .png file", f"name a .png file or a folder (it gets {name})")
+    else:
+        png = _output_folder(out.parent, "--out's folder") / out.name
     paths = lvis_v1_paths(path, validate=False)  # the embedded data has LVIS v1's layout
-    png = render_examples(paths, n, out if out is not None else path / f"examples_{split}.png", split=split)
-    _console().print(f"wrote {png}")
+    written = render_examples(paths, n, png, split=split)
+    _console().print(f"wrote {written}")

@@ -62,9 +62,23 @@ def _datasets() -> list[tuple[str, bool, str]]:
         found.append((f"embedded-{preset}", root.exists(),
                       str(root) if root.exists() else "generated on first use (`fasa data make`)"))
     lvis = Path(os.environ.get("FASA_LVIS_ROOT", "data/lvis_v1"))
-    found.append(("lvis_v1", (lvis / "annotations/lvis_v1_train.json").exists(),
-                  f"{lvis} (set FASA_LVIS_ROOT)"))
+    missing = lvis_missing(lvis)
+    if not lvis.is_dir():
+        where = f"{lvis} not found (set FASA_LVIS_ROOT)"
+    else:
+        where = f"{lvis}" if not missing else f"{lvis}: no {', '.join(missing)} (set FASA_LVIS_ROOT)"
+    found.append(("lvis_v1", not missing, where))
     return found
+
+
+def lvis_missing(root: Path) -> list[str]:
+    """What an LVIS v1 folder lacks for a run: both JSONs and the COCO image folders
+    (under root/ or root/coco/, as `lvis_v1_paths` accepts)."""
+    missing = [f"annotations/{name}" for name in ("lvis_v1_train.json", "lvis_v1_val.json")
+               if not (root / "annotations" / name).is_file()]
+    if not any((p / "train2017").is_dir() and (p / "val2017").is_dir() for p in (root, root / "coco")):
+        missing.append("train2017/ + val2017/")
+    return missing
 
 
 def doctor() -> None:
@@ -74,22 +88,31 @@ def doctor() -> None:
     for col in ("check", "ok", "details"):
         table.add_column(col)
     problems = []
-    for name in _PACKAGES:
-        ok, info = _version(name)
-        table.add_row(name, "yes" if ok else "NO", info)
+    # Importing torch and mmdet takes tens of seconds: say what is happening meanwhile.
+    with Console(stderr=True).status("checking...") as status:
+        for name in _PACKAGES:
+            status.update(f"importing {name}...")
+            ok, info = _version(name)
+            table.add_row(name, "yes" if ok else "NO", info)
+            if not ok:
+                problems.append(name)
+        status.update("running mmcv's compiled ops...")
+        ok, info = check_compiled_ops()
+        table.add_row("mmcv compiled ops", "yes" if ok else "NO", info)
         if not ok:
-            problems.append(name)
-    ok, info = check_compiled_ops()
-    table.add_row("mmcv compiled ops", "yes" if ok else "NO", info)
-    if not ok:
-        problems.append("mmcv compiled ops")
-    import torch
+            problems.append("mmcv compiled ops")
+        status.update("checking CUDA...")
+        try:
+            import torch
 
-    cuda = torch.cuda.is_available()
-    table.add_row("CUDA", "yes" if cuda else "no",
-                  torch.cuda.get_device_name(0) if cuda else "CPU only (fine for the embedded data)")
-    for name, present, where in _datasets():
-        table.add_row(f"dataset {name}", "yes" if present else "no", where)
+            cuda = torch.cuda.is_available()
+            device = torch.cuda.get_device_name(0) if cuda else "CPU only (fine for the embedded data)"
+        except Exception as err:  # noqa: BLE001 - torch's own row already says why
+            cuda, device = False, f"unknown ({type(err).__name__})"
+        table.add_row("CUDA", "yes" if cuda else "no", device)
+        status.update("looking for datasets...")
+        for name, present, where in _datasets():
+            table.add_row(f"dataset {name}", "yes" if present else "no", where)
     console.print(table)
     if problems:
         raise FasaError(f"missing or broken: {', '.join(problems)}",

@@ -30,7 +30,7 @@ def ablate(
 ) -> None:
     """Run the missing (row, seed) pairs of a spec (e.g. `table1`), then print its table."""
     loaded = load_spec(spec)
-    _run_and_tabulate(loaded, profile, seeds, parse_csv(rows) or None, dataset, results_dir, force, not no_reuse)
+    _run_and_tabulate(loaded, profile, seeds, parse_csv(rows, "--rows") or None, dataset, results_dir, force, not no_reuse)
 
 
 def compare(
@@ -38,13 +38,14 @@ def compare(
     with_: Optional[str] = typer.Option(None, "--with", help="Add a +FASA variant of every row: --with fasa."),
     profile: str = typer.Option("cpu-compact", "--profile", "-p", help="Profile to run under."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default 0,1,2)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Run on this dataset instead of the profile's (e.g. embedded-tiny)."),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
 ) -> None:
     """Run and tabulate named methods against the baseline (with `--with fasa`, each also +FASA)."""
     if with_ is not None and with_ not in WITH_CHOICES:
         raise FasaError(f"--with '{with_}' is not a plug-in", f"use one of: {', '.join(WITH_CHOICES)}")
-    spec = build_compare_spec(parse_csv(baselines), with_fasa=with_ == "fasa", profile=profile, seeds=parse_seeds(seeds))
-    _run_and_tabulate(spec, profile, None, None, None, results_dir, False, True)
+    spec = build_compare_spec(parse_csv(baselines, "--baselines"), with_fasa=with_ == "fasa", profile=profile, seeds=parse_seeds(seeds))
+    _run_and_tabulate(spec, profile, None, None, dataset, results_dir, False, True)
 
 
 def report(
@@ -71,7 +72,7 @@ def _run_and_tabulate(
     # Heavy imports (pandas, rich progress) only once a command really runs.
     from fasa_cli.experiments.execute import default_runner, run_ablation
     from fasa_cli.experiments.store import ResultStore
-    from fasa_cli.experiments.tables import spec_markdown_all, table_heading, to_rich
+    from fasa_cli.experiments.tables import table_heading, to_rich, write_table
 
     console = wide_console()
     store = ResultStore(results_dir)
@@ -85,9 +86,7 @@ def _run_and_tabulate(
     )
     used_dataset = dataset or spec.dataset[profile]
     console.print(to_rich(table, title=table_heading(spec, profile, used_dataset)))
-    store.tables_dir.mkdir(parents=True, exist_ok=True)
-    out = store.tables_dir / f"{spec.name}.md"
-    out.write_text(spec_markdown_all(spec, store, current=(profile, used_dataset)), encoding="utf-8")
+    out = write_table(store, spec, profile, used_dataset)
     console.print(f"wrote {out}")
 
 
@@ -103,3 +102,58 @@ def _lazy(factory):
         return runner(config, run_dir, seed, on_progress)
 
     return run
+
+
+def verify(
+    spec: str = typer.Argument(..., help="Spec name (e.g. table1) or a path to a spec YAML."),
+    rows: Optional[str] = typer.Option(None, "--rows", help="Comma-separated rows to re-run (default: every row with records)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds (default: every committed seed)."),
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Profile (default: the spec's first)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset (default: the profile's)."),
+    results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
+) -> None:
+    """Re-run committed (row, seed) records into results/verify/ and say whether each reproduces:
+    identical numbers where code, versions, CPU and threads match the record, else a paired
+    interval that includes 0."""
+    from rich.table import Table
+
+    from fasa_cli.experiments.execute import default_runner
+    from fasa_cli.experiments.store import ResultStore
+    from fasa_cli.experiments.verify import default_scratch
+    from fasa_cli.experiments.verify import verify as run_verify
+
+    loaded = load_spec(spec)
+    used_profile = loaded.check_profile(profile)
+    store = ResultStore(results_dir)
+    used_dataset = dataset or loaded.dataset[used_profile]
+    wanted_rows = set(parse_csv(rows, "--rows")) or None
+    wanted_seeds = set(parse_seeds(seeds) or []) or None
+    for name in wanted_rows or ():
+        loaded.row(name)
+    records = [r for r in store.find(spec=loaded.name, profile=used_profile, dataset=used_dataset)
+               if (wanted_rows is None or r["row"] in wanted_rows) and (wanted_seeds is None or r["seed"] in wanted_seeds)]
+    if not records:
+        raise FasaError(f"no committed records of {loaded.name} ({used_profile}, {used_dataset}) match",
+                        f"run `fasa ablate {loaded.name}` first, or choose other --rows/--seeds")
+    # A reused record is the same run as its source: verify the source once.
+    pairs, seen = [], set()
+    for record in sorted(records, key=lambda r: (r["seed"], r["row"])):
+        source = store.source_id(record)
+        if source not in seen:
+            seen.add(source)
+            pairs.append((record["row"], record["seed"]))
+    console = wide_console()
+    console.print(f"re-running {len(pairs)} run(s) of {loaded.name} into {default_scratch(store).root}")
+    verdicts = run_verify(loaded, used_profile, pairs, store, default_scratch(store), _lazy(RUNNER_FACTORY or default_runner),
+                          dataset=dataset)
+    table = Table(title=f"fasa verify {loaded.name} ({used_profile}, {used_dataset})")
+    for column in ("row", "seed", "case", "reproduced", "detail", "why the setting differs"):
+        table.add_column(column)
+    for v in verdicts:
+        table.add_row(v.row, str(v.seed), v.case, "yes" if v.reproduced else "NO", v.detail, "; ".join(v.reasons) or "—")
+    console.print(table)
+    failed = [v for v in verdicts if not v.reproduced]
+    if failed:
+        console.print(f"{len(failed)} of {len(verdicts)} run(s) did not reproduce")
+        raise typer.Exit(1)
+    console.print(f"all {len(verdicts)} run(s) reproduced")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from fasa_cli.commands import wide_console
 from fasa_cli.errors import FasaError
+from fasa_cli.jsonio import write_json
 
 _PERCENT = {"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"}
 
@@ -29,12 +30,14 @@ def _metrics_table(title: str, metrics: dict) -> Table:
 def train(
     spec: str = typer.Argument(..., help="spec name (e.g. table1) or path to a spec YAML"),
     row: Optional[str] = typer.Option(None, "--row", help="row to run (required if the spec has several)"),
-    seed: int = typer.Option(0, "--seed", help="training seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="training seed (a non-negative integer)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="profile (default: the spec's first)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="run on this dataset instead of the profile's (e.g. embedded-tiny)"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="result store root"),
+    force: bool = typer.Option(False, "--force", help="redo a finished run (its old record and folder are kept aside)"),
 ) -> None:
     """Train and evaluate one (spec, row, seed) run into its run folder; resumes if interrupted."""
-    from fasa_cli.experiments.execute import default_runner, execute_run
+    from fasa_cli.experiments.execute import default_runner, execute_run, run_key
     from fasa_cli.experiments.spec import load_spec
     from fasa_cli.experiments.store import ResultStore
 
@@ -47,6 +50,10 @@ def train(
         row = rows[0]
     loaded.row(row)  # an unknown row fails before anything starts
     store = ResultStore(results_dir)
+    if force:
+        used_profile = loaded.check_profile(profile)
+        key = run_key(loaded, row, seed, used_profile, loaded.resolve(row, used_profile, dataset).dataset)
+        store.move_aside(key)  # refuses while another command trains the run
     console = wide_console()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console) as bar:
@@ -56,17 +63,33 @@ def train(
             bar.update(task, completed=done, total=total, note=note)
 
         record = execute_run(loaded, row, seed, profile or loaded.default_profile, store,
-                             default_runner(), on_progress)
+                             default_runner(), on_progress, dataset=dataset, reuse=not force)
     console.print(_metrics_table(f"{record['spec']} / {record['row']} / seed {record['seed']} "
                                  f"({record['profile']} on {record['dataset']})",
                                  record["metrics"]))
     console.print(f"run folder: {store.artefacts_dir(record)}")
 
 
-def _run_dir(path: Path) -> Path:
-    if not (path / "run_config.json").exists():
+def _run_config(path: Path):
+    """The run folder's RunConfig; a missing or invalid run_config.json is one line naming the field."""
+    from pydantic import ValidationError
+
+    from fasa_cli.errors import validation_error
+    from fasa_cli.runconfig import RunConfig
+
+    config_file = path / "run_config.json"
+    if not config_file.is_file():
         raise FasaError(f"{path} is not a run folder (no run_config.json)",
                         "pass a folder under results/runs/ written by `fasa train` or `fasa ablate`")
+    try:
+        return RunConfig.model_validate_json(config_file.read_bytes())
+    except ValidationError as err:
+        raise validation_error(err, str(config_file),
+                               "restore the file (it is written by `fasa train`) or retrain the run") from None
+
+
+def _run_dir(path: Path) -> Path:
+    _run_config(path)  # a bad run_config.json fails here, before any child process starts
     return path
 
 
@@ -88,7 +111,6 @@ def tide(
     """TIDE error analysis of a run's detections (paper Table 8); writes tide_<iou>.json."""
     from fasa_cli.backend.datasets import resolve_dataset
     from fasa_cli.evaluation import load_detections, tide_errors
-    from fasa_cli.experiments.config import RunConfig
 
     if iou_type not in ("segm", "bbox"):
         raise FasaError(f"unknown --iou-type '{iou_type}'", "use segm or bbox")
@@ -96,11 +118,11 @@ def tide(
     detections_file = folder / "detections.json.gz"
     if not detections_file.exists():
         raise FasaError(f"{folder} has no detections.json.gz", "finish the run (or `fasa eval` it) first")
-    run = RunConfig.model_validate_json((folder / "run_config.json").read_text())
+    run = _run_config(folder)
     data = resolve_dataset(run.dataset)
     errors = tide_errors(str(data.root / data.val_ann), load_detections(detections_file),
                          iou_type=iou_type)
-    (folder / f"tide_{iou_type}.json").write_text(json.dumps(errors, indent=2))
+    write_json(folder / f"tide_{iou_type}.json", errors, sort_keys=False)
     table = Table(title=f"TIDE errors (dAP, {iou_type}) of {folder}")
     for name in errors:
         table.add_column(name, justify="right")

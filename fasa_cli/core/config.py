@@ -25,6 +25,9 @@ _CHOICES = {
     "clustering": ("dbscan", "affinity"),
     "affinity_input": ("distance", "similarity"),
     "cluster_distance": ("auto", "fisher", "sq_euclidean"),
+    "fisher_reduce": ("pooled", "mean"),
+    "single_sample_spread": ("keep", "blend_zero"),
+    "group_signal": ("mean", "sum"),
 }
 
 
@@ -45,6 +48,16 @@ class FASAConfig:
                     "similarity": feed the negated distance, the correct input.
       cluster_distance "auto": Fisher for dbscan, squared Euclidean for affinity (each as its
                     source does); "fisher" / "sq_euclidean" force one.
+      fisher_reduce "pooled": Eq. 5 as sum of squared mean differences over sum of
+                    variances (robust to near-dead dimensions); "mean": the per-dimension
+                    ratio averaged over dimensions. The paper writes Eq. 5 for one dimension.
+      single_sample_spread  a class with one RoI in a batch has no unbiased spread:
+                    "keep" its old spread (paper silent; this suite's choice), or
+                    "blend_zero": blend a zero spread in, as the official code's biased
+                    per-batch variance of one sample does.
+      group_signal  "mean": a group's signal is the mean over its classes valid in both
+                    epochs (the paper's "average"); "sum": the sum over all its classes,
+                    missing ones counting 0, as the official code sums its per-class losses.
       start_epoch   virtual features are sampled once the host's 0-based epoch reaches it;
                     1 = from the second epoch, as the official code does (paper is silent).
 
@@ -76,6 +89,9 @@ class FASAConfig:
     dbscan_min_samples: int = 2
     affinity_input: str = "distance"
     cluster_distance: str = "auto"
+    fisher_reduce: str = "pooled"
+    single_sample_spread: str = "keep"
+    group_signal: str = "mean"
     virtual_per_class: int = 1
     loss_weight: float = 0.1
     start_epoch: int = 1

@@ -30,7 +30,8 @@ class FASA(nn.Module):
     spread (std, or variance with cfg.spread="var") enter an exponential moving average with
     weight `momentum` (Eq. 2). The first observation of a class is copied, not averaged.
     A class with a single sample in a batch has no unbiased spread: its mean is updated as
-    usual but its spread keeps the old value; if the class has never had two samples in one
+    usual but its spread keeps the old value (cfg.single_sample_spread="blend_zero" blends a
+    zero in instead, as the official code does); if the class has never had two samples in one
     batch, its spread is 0 (virtual features equal the mean) until it does, and the first
     batch that gives a spread copies it (so an early single sample does not drag the spread
     towards 0 for many iterations).
@@ -123,7 +124,10 @@ class FASA(nn.Module):
         first_mean = self.instances_seen.index_select(0, classes) == 0
         first_spread = self.spread_updates.index_select(0, classes) == 0
         mean_weight = torch.where(first_mean, 1.0, m).to(x.dtype)[:, None]
-        spread_weight = torch.where(has_spread, torch.where(first_spread, 1.0, m), 0.0).to(x.dtype)[:, None]
+        # "blend_zero" (official code): a one-RoI class blends its zero batch spread in.
+        single = 0.0 if self.cfg.single_sample_spread == "keep" else m
+        spread_weight = torch.where(has_spread, torch.where(first_spread, 1.0, m),
+                                    torch.where(first_spread, 0.0, single)).to(x.dtype)[:, None]
         self.mean.index_copy_(0, classes, self.mean.index_select(0, classes).lerp_(batch_mean, mean_weight))
         self.spread.index_copy_(0, classes, self.spread.index_select(0, classes).lerp_(batch_spread, spread_weight))
 
@@ -216,12 +220,16 @@ class FASA(nn.Module):
             return {"adapted": True}
         num_groups = int(groups.max()) + 1
         group_of = groups.clamp_min(0)
-        compared = (valid & self.prev_valid & grouped).float()
+        if self.cfg.group_signal == "mean":
+            compared = (valid & self.prev_valid & grouped).float()
+        else:  # official: sum over every class of the group, a missing signal counting 0
+            compared = grouped.float()
         members = torch.zeros(num_groups, device=signal.device).index_add_(0, group_of, compared)
         change = torch.zeros(num_groups, device=signal.device).index_add_(
             0, group_of, (signal - self.prev_signal) * compared
         )
-        change = change / members.clamp_min(1)  # mean now - mean before, same classes
+        if self.cfg.group_signal == "mean":
+            change = change / members.clamp_min(1)  # mean now - mean before, same classes
         if self.cfg.signal == "metric":
             change = -change  # a higher metric is an improvement
         has_members = members > 0
@@ -231,9 +239,13 @@ class FASA(nn.Module):
         factor[worsened] = self.cfg.beta
         class_factor = torch.where(grouped, factor[group_of], torch.ones_like(self.p))
         self.p.mul_(class_factor).clamp_(0.0, 1.0)
+        sizes = torch.bincount(groups[grouped], minlength=num_groups)
         return {
             "adapted": True,
             "num_groups": num_groups,
+            # Many one-class groups mean the clustering found no structure: group-wise
+            # adaptation has silently become class-wise.
+            "singleton_share": float((sizes == 1).sum()) / num_groups,
             "up": int((grouped & improved[group_of]).sum()),
             "down": int((grouped & worsened[group_of]).sum()),
         }

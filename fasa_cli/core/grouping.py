@@ -22,7 +22,7 @@ def class_distance(mean: Tensor, spread: Tensor, cfg: FASAConfig) -> Tensor:
     if cfg.distance == "sq_euclidean":
         return squared_euclidean_distance(mean)
     variance = spread if cfg.spread == "var" else spread.square()
-    return fisher_distance(mean, variance)
+    return fisher_distance(mean, variance, reduce=cfg.fisher_reduce)
 
 
 def cluster_labels(distance: np.ndarray, cfg: FASAConfig) -> np.ndarray:

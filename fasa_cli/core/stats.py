@@ -56,29 +56,38 @@ def initial_probs(
     return (scale * p0.pow(power)).clamp(0.0, 1.0).to(torch.float32)
 
 
-def fisher_distance(mean: Tensor, spread_var: Tensor, eps: float = 1e-6) -> Tensor:
-    """Eq. 5 between every pair of classes: D[i, j] = mean_k (mu_ik - mu_jk)^2 / (var_ik + var_jk).
+def fisher_distance(mean: Tensor, spread_var: Tensor, reduce: str = "pooled", eps: float = 1e-6) -> Tensor:
+    """Eq. 5 between every pair of classes, from per-class means and *variances* [C, d].
 
-    `mean` and `spread_var` are [C, d] (per-class mean and *variance*). Eq. 5 is a ratio per
-    feature dimension; it is reduced by the mean over dimensions because that keeps the
-    distance on the scale of one dimension's Fisher ratio whatever d is (so one DBSCAN eps
-    fits 64-d and 1024-d features) and, unlike a pooled ratio, does not let a few
-    high-variance dimensions swamp the others. `eps` keeps 0/0 (a dimension that is
-    constant in both classes, common after ReLU) at 0. Returns a symmetric [C, C] matrix
-    with a zero diagonal. Built in blocks of rows to bound memory; each block is one
-    broadcast expression (no loop over classes).
+    reduce="pooled" (default): D[i, j] = sum_k (mu_ik - mu_jk)^2 / sum_k (var_ik + var_jk),
+    the multivariate reading of Eq. 5. Dimensions weigh by their variance, so a few
+    near-dead ReLU units (tiny variance in both classes) cannot make two classes that agree
+    everywhere else look far apart. If every dimension has the same ratio r, D = r.
+    reduce="mean": D[i, j] = mean_k (mu_ik - mu_jk)^2 / (var_ik + var_jk + eps), the
+    per-dimension ratio averaged (this suite's first reading; fragile on sparse features).
+    `eps` is relative: eps times the mean variance of the two classes (never 0/0).
+    Returns a symmetric [C, C] matrix with a zero diagonal. Built in blocks of rows to bound
+    memory; each block is one broadcast expression (no loop over classes).
     """
     if mean.shape != spread_var.shape or mean.dim() != 2:
         raise ValueError(f"mean and spread_var must both be [C, d]; got {tuple(mean.shape)}, {tuple(spread_var.shape)}")
+    if reduce not in ("pooled", "mean"):
+        raise ValueError(f"unknown reduce {reduce!r}; use 'pooled' or 'mean'")
     num_classes, dim = mean.shape
     out = mean.new_zeros(num_classes, num_classes)
+    # A floor relative to the features' own scale (absolute 1e-6 means nothing for features
+    # of variance 1e-4 or 1e4); a tiny absolute one only guards all-zero statistics.
+    floor = eps * spread_var.mean().clamp_min(1e-12)
     rows = max(1, _FISHER_BLOCK_ELEMENTS // max(1, num_classes * dim))
     for start in range(0, num_classes, rows):
         # D is symmetric: each block of rows only needs the columns from its first row on.
         stop = min(start + rows, num_classes)
         diff = (mean[start:stop, None, :] - mean[None, start:, :]).square_()
-        denom = (spread_var[start:stop, None, :] + spread_var[None, start:, :]).add_(eps)
-        out[start:stop, start:] = diff.div_(denom).mean(dim=-1)
+        denom = spread_var[start:stop, None, :] + spread_var[None, start:, :]
+        if reduce == "pooled":
+            out[start:stop, start:] = diff.sum(dim=-1) / denom.sum(dim=-1).add_(floor * dim)
+        else:
+            out[start:stop, start:] = diff.div_(denom.add_(floor)).mean(dim=-1)
     out = torch.triu(out, diagonal=1)
     return out + out.T
 

@@ -7,6 +7,7 @@ raises a FasaError naming the file, the first problem and the fix.
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from numbers import Real
@@ -94,26 +95,35 @@ def detect_format(data: dict, path: Path | None = None) -> str:
     return "coco"
 
 
-def check_dataset(json_path: str | Path, image_root: str | Path | None = None, fmt: str = "auto") -> list[str]:
+IMAGE_CHECKS = ("decode", "header", "exists")
+
+
+def check_dataset(json_path: str | Path, image_root: str | Path | None = None, fmt: str = "auto", *,
+                  images: str = "decode", progress: bool = False) -> list[str]:
     """Every problem found in a LVIS/COCO-format JSON, one line each; [] if it is fine.
 
-    With `image_root`, also checks that image files exist (paths from coco_url or
-    file_name, relative to image_root) and that their sizes match the records.
+    With `image_root`, also checks the image files (paths from coco_url or file_name,
+    relative to image_root): `images="decode"` decodes every one and compares its size
+    with the record, "header" reads sizes only, "exists" only stats the files.
     A missing file or unparsable JSON raises FasaError instead (nothing else to check).
     """
     json_path = Path(json_path)
-    return check_loaded(read_json(json_path), json_path, image_root, fmt)
+    return check_loaded(read_json(json_path), json_path, image_root, fmt, images=images, progress=progress)
 
 
-def check_loaded(data: object, json_path: Path, image_root: str | Path | None = None, fmt: str = "auto") -> list[str]:
+def check_loaded(data: object, json_path: Path, image_root: str | Path | None = None, fmt: str = "auto", *,
+                 images: str = "decode", progress: bool = False) -> list[str]:
     """`check_dataset` for a JSON already parsed from `json_path`."""
     if fmt not in ("auto", "lvis", "coco"):
         raise FasaError(f"unknown dataset format '{fmt}'", "use auto, lvis or coco")
+    if images not in IMAGE_CHECKS:
+        raise ValueError(f"images must be one of {IMAGE_CHECKS}, got {images!r}")
     if fmt == "auto":
         fmt = detect_format(data, json_path) if isinstance(data, dict) else "coco"
     problems = _structural_problems(data, fmt)
     if not problems and image_root is not None:
-        problems += _image_file_problems(data, Path(image_root))
+        problems += _image_file_problems(data, Path(image_root), images,
+                                         label=f"images of {json_path.name}" if progress else None)
     return [f"{p.text} (fix: {p.fix})" for p in problems]
 
 
@@ -142,7 +152,8 @@ def _is_int(x: object) -> bool:
 
 
 def _is_num(x: object) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
+    """A finite number: JSON's NaN/Infinity literals parse as floats but are no coordinate."""
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _structural_problems(data: object, fmt: str) -> list[Problem]:
@@ -153,6 +164,11 @@ def _structural_problems(data: object, fmt: str) -> list[Problem]:
     if missing:
         return [Problem(f"no list '{', '.join(missing)}' at the top level",
                         "use a COCO/LVIS JSON with 'images', 'annotations' and 'categories' lists")]
+    empty = [Problem(f"no {k} (the '{k}' list is empty)", fix) for k, fix in (
+        ("images", "a training or validation split needs its images listed"),
+        ("annotations", "a training or validation split needs annotated instances; regenerate or re-download it"),
+        ("categories", "list the dataset's categories"),
+    ) if not data[k]]
     lvis = fmt == "lvis"
     bad = _Collector()
 
@@ -215,7 +231,8 @@ def _structural_problems(data: object, fmt: str) -> list[Problem]:
             present.add((img["id"], ann["category_id"]))
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
-            bad.add("annotations without a bbox [x, y, w, h]", "store each box as 4 numbers", f"annotation {aid}")
+            bad.add("annotations without a bbox [x, y, w, h] of finite numbers", "store each box as 4 finite numbers",
+                    f"annotation {aid} bbox {bbox!r}")
         elif bbox[2] <= 0 or bbox[3] <= 0:
             bad.add("annotations with an empty box (w or h <= 0)", "drop empty instances", f"annotation {aid}")
         elif img is not None and _is_int(img.get("width")) and _is_int(img.get("height")) and (
@@ -224,7 +241,8 @@ def _structural_problems(data: object, fmt: str) -> list[Problem]:
             bad.add("annotations with a box outside their image", "clip boxes to the image",
                     f"annotation {aid} box {bbox} in {img['width']}x{img['height']}")
         if "area" in ann and not (_is_num(ann["area"]) and ann["area"] >= 0):
-            bad.add("annotations with a negative or non-numeric area", "store the mask area in pixels", f"annotation {aid}")
+            bad.add("annotations with a negative, NaN or non-numeric area", "store the mask area in pixels",
+                    f"annotation {aid}")
         segm = ann.get("segmentation")
         if segm is None:
             if lvis:
@@ -243,7 +261,7 @@ def _structural_problems(data: object, fmt: str) -> list[Problem]:
                         bad.add("images list an annotated category as negative",
                                 "a neg_category_id must be verified absent from the image",
                                 f"image {img['id']} category {c}")
-    return bad.problems()
+    return empty + bad.problems()
 
 
 def _segmentation_ok(segm: object, img: dict | None) -> bool:
@@ -259,27 +277,72 @@ def _segmentation_ok(segm: object, img: dict | None) -> bool:
     return False
 
 
-def _image_file_problems(data: dict, image_root: Path, max_size_checks: int = 500) -> list[Problem]:
-    if not image_root.is_dir():
-        return [Problem(f"image folder {image_root} does not exist", "pass the folder the image paths are relative to")]
+def image_size(path: Path, decode: bool = True) -> tuple[int, int]:
+    """(width, height) of an image file; with `decode`, every pixel is decoded first, so a
+    truncated or corrupt file raises OSError (PIL raises SyntaxError/ValueError for some)."""
     from PIL import Image
 
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()
+            return im.size
+    except (SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise OSError(f"{type(err).__name__}: {err}") from None
+
+
+def _image_file_problems(data: dict, image_root: Path, mode: str = "decode", max_size_checks: int | None = None,
+                         label: str | None = None) -> list[Problem]:
+    """`mode`: "decode" every image, read only sizes ("header", the first `max_size_checks`),
+    or only check that the files exist ("exists"). `label` shows a progress bar."""
+    if not image_root.is_dir():
+        return [Problem(f"image folder {image_root} does not exist", "pass the folder the image paths are relative to")]
+    from fasa_cli.data.progress import ProgressBar
+
     bad = _Collector()
-    for n, img in enumerate(data["images"]):
-        path = image_root / image_relpath(img)
-        if not path.is_file():
-            bad.add(f"image files missing under {image_root}", "copy the images there or pass the right image root", path)
-        elif n < max_size_checks:
+    with ProgressBar(label is not None, len(data["images"]), f"checking {label}") as bar:
+        for n, img in enumerate(data["images"]):
+            bar.advance()
+            path = image_root / image_relpath(img)
+            if not path.is_file():
+                bad.add(f"image files missing under {image_root}", "copy the images there or pass the right image root",
+                        path)
+                continue
+            if mode == "exists" or (max_size_checks is not None and n >= max_size_checks):
+                continue
             try:
-                with Image.open(path) as im:
-                    size = im.size
-            except OSError:
-                bad.add("image files that cannot be read", "re-copy or regenerate the images", path)
+                size = image_size(path, decode=mode == "decode")
+            except OSError as err:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                bad.add("image files that cannot be decoded (truncated or corrupt)", "re-copy or regenerate the images",
+                        f"{path}: {reason}")
                 continue
             if size != (img.get("width"), img.get("height")):
                 bad.add("image files whose size differs from their record", "fix width/height in the JSON",
                         f"{path} is {size[0]}x{size[1]}, record says {img.get('width')}x{img.get('height')}")
     return bad.problems()
+
+
+def category_problem(data: dict) -> str | None:
+    """What keeps `class_groups` from counting this JSON's classes (None if nothing): no
+    categories, ids that are not unique integers, annotations naming unknown categories."""
+    cats = data.get("categories")
+    anns = data.get("annotations")
+    if not isinstance(cats, list) or not isinstance(anns, list):
+        return "no 'categories' and 'annotations' lists"
+    if not cats:
+        return "no categories (the 'categories' list is empty)"
+    ids = [c.get("id") if isinstance(c, dict) else None for c in cats]
+    if not all(_is_int(i) for i in ids) or len(set(ids)) != len(ids):
+        return "category ids are not unique integers"
+    known = set(ids)
+    unknown = [a.get("category_id") if isinstance(a, dict) else a for a in anns
+               if not isinstance(a, dict) or a.get("category_id") not in known]
+    if unknown:
+        return f"{len(unknown)} annotations point at unknown categories (e.g. {', '.join(map(repr, unknown[:3]))})"
+    if not all(isinstance(a.get("image_id"), int) for a in anns):
+        return "annotations without an integer image_id"
+    return None
 
 
 def frequency_letters(image_counts: np.ndarray, thresholds: tuple[int, int] = LVIS_FREQUENCY_THRESHOLDS) -> np.ndarray:

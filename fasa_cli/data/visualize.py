@@ -42,7 +42,7 @@ def render_examples(paths: DatasetPaths, n: int = 8, out_png: str | Path = "exam
     for ax in axes.ravel():
         ax.axis("off")
     for k, img in enumerate(images):
-        pixels = np.asarray(Image.open(paths.data_prefix / image_relpath(img)).convert("RGB"))
+        pixels = _read_image(paths, img)
         h, w = pixels.shape[:2]
         raw_ax, ax = axes[k // cols, 2 * (k % cols)], axes[k // cols, 2 * (k % cols) + 1]
         raw_ax.imshow(pixels, interpolation="nearest")
@@ -68,6 +68,27 @@ def render_examples(paths: DatasetPaths, n: int = 8, out_png: str | Path = "exam
     fig.savefig(out_png, dpi=100 * scale // 4 + 50)
     plt.close(fig)
     return out_png
+
+
+def _read_image(paths: DatasetPaths, img: dict) -> np.ndarray:
+    """RGB pixels of an image record; a missing, truncated or foreign file is a FasaError."""
+    from PIL import Image
+
+    from fasa_cli.errors import FasaError
+
+    file = paths.data_prefix / image_relpath(img)
+    fix = f"run `fasa data check {paths.root}`, then re-copy or regenerate the images"
+    if not file.is_file():
+        raise FasaError(f"image {img.get('id')} ({file}) does not exist", fix)
+    try:
+        with Image.open(file) as im:
+            pixels = np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise FasaError(f"image {file} cannot be decoded ({str(err).splitlines()[0] or type(err).__name__})", fix) from None
+    if pixels.shape[:2] != (img.get("height"), img.get("width")):
+        raise FasaError(f"image {file} is {pixels.shape[1]}x{pixels.shape[0]}, its record says "
+                        f"{img.get('width')}x{img.get('height')}", fix)
+    return pixels
 
 
 def plot_long_tail(groups: pd.DataFrame, out_png: str | Path, title: str = "") -> Path:

@@ -111,12 +111,24 @@ def _check_record(det: Any, index: int, iou_type: str | None, source: str) -> No
             )
 
 
+def _rle_looks_valid(rle: Any) -> bool:
+    """The compressed-RLE structure _check_record requires (exact types checked fast first)."""
+    return (
+        type(rle) is dict
+        and isinstance(rle.get("counts"), (str, bytes))
+        and isinstance(rle.get("size"), (list, tuple, np.ndarray))
+        and len(rle["size"]) == 2
+    )
+
+
 def _records_look_valid(dets: list, iou_type: str | None) -> bool:
     """Vectorised check of the common case (every record a dict with a box and valid numbers);
     False sends the list to the per-record check, which names the first problem or accepts."""
     try:
-        if iou_type == "segm" or (iou_type is None and any("segmentation" in d for d in dets)):
-            return False  # mask records need the per-record RLE check anyway
+        if iou_type is None and any("segmentation" in d for d in dets):
+            return False
+        if iou_type == "segm" and not all(_rle_looks_valid(d["segmentation"]) for d in dets):
+            return False
         id_list = [(d["image_id"], d["category_id"]) for d in dets]
         score_list = [d["score"] for d in dets]
         boxes = np.array([d["bbox"] for d in dets])
@@ -151,7 +163,7 @@ def _raise_unknown(ids: np.ndarray, known: Iterable[int], what: str, source: str
         examples = ", ".join(str(int(v)) for v in unknown[:5])
         raise FasaError(
             f"{source} reference {unknown.size} {what} id(s) not in the ground truth (e.g. {examples})",
-            f"evaluate against the ground truth the detections were made for, or drop those {what}s",
+            f"evaluate against the ground truth the detections were made for, or drop those {'categories' if what == 'category' else what + 's'}",
         )
 
 
@@ -192,7 +204,16 @@ def prepare_detections(
         rank_in_image = np.arange(len(order)) - group_start
         order = order[rank_in_image < max_dets_per_image]
 
-    return [_to_jsonable(dets[i], with_mask=iou_type == "segm") for i in order.tolist()]
+    rows = order.tolist()
+    if with_box == len(dets) and iou_type == "bbox":
+        # Column-wise copy (same values as _to_jsonable, which converts each number alone).
+        boxes = np.array([dets[i]["bbox"] for i in rows], dtype=np.float64).reshape(-1, 4).tolist()
+        return [
+            {"image_id": image_id, "category_id": category_id, "score": score, "bbox": box}
+            for image_id, category_id, score, box in zip(
+                image_ids[order].tolist(), category_ids[order].tolist(), scores[order].tolist(), boxes)
+        ]
+    return [_to_jsonable(dets[i], with_mask=iou_type == "segm") for i in rows]
 
 
 def _to_jsonable(det: dict, with_mask: bool = True) -> dict:

@@ -102,7 +102,7 @@ def _copy_for_library(gt: dict, annotations: list[dict] | None = None) -> dict:
 # ---------------------------------------------------------------------------- LVIS
 
 
-def _lvis_precision_reference(gt: dict, dets: list[dict], iou_type: str, max_dets: int) -> tuple[np.ndarray, np.ndarray]:
+def _lvis_precision_reference(gt: dict, dets: list[dict], iou_type: str, max_dets: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     from lvis import LVIS, LVISEval, LVISResults
 
     # lvis.LVIS only reads a path; build it from the parsed dict instead of writing a file.
@@ -117,21 +117,107 @@ def _lvis_precision_reference(gt: dict, dets: list[dict], iou_type: str, max_det
     evaluator.evaluate()
     with numpy_removed_aliases():  # accumulate() uses np.float
         evaluator.accumulate()
-    return evaluator.eval["precision"], np.asarray(evaluator.params.iou_thrs)
+    return evaluator.eval["precision"], np.asarray(evaluator.params.iou_thrs), list(evaluator.params.cat_ids)
 
 
-def _lvis_precision_fast(gt: dict, dets: list[dict], iou_type: str, max_dets: int) -> tuple[np.ndarray, np.ndarray]:
-    from faster_coco_eval import COCO, COCOeval_faster
+def _class_chunks(images_of: dict[int, set[int]], max_pairs: int = 256) -> Iterator[list[int]]:
+    """Classes in groups for one C++ call each: a call costs about a millisecond plus a few
+    microseconds per (image, class) pair, so classes on few images share a call."""
+    chunk: list[int] = []
+    union: set[int] = set()
+    for cat_id in sorted(images_of, key=lambda c: (len(images_of[c]), c)):
+        grown = union | images_of[cat_id]
+        if chunk and len(grown) * (len(chunk) + 1) > max_pairs:
+            yield chunk
+            chunk, grown = [], set(images_of[cat_id])
+        chunk.append(cat_id)
+        union = grown
+    if chunk:
+        yield chunk
+
+
+def _lvis_precision_fast(gt: dict, dets: list[dict], iou_type: str, max_dets: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """faster-coco-eval's C++ matching and accumulation (lvis_style), driven directly.
+
+    The library's own driver spends most of its time in Python: an index of the results,
+    a dict over every (image, class) pair (600k on LVIS) and one C++ pass over all of them.
+    Here every class with ground truth is evaluated on just the images that hold its ground
+    truth or detections -- the only pairs that can count -- and classes without ground truth
+    keep precision -1, as in lvis-api. Per pair the inputs are the library's: the same
+    instance fields, the same dt order (input order, stably sorted by score) and IoUs from
+    its own mask/box IoU, so the C++ core returns the same numbers.
+    """
+    import faster_coco_eval.faster_eval_api_cpp as _C
+    from faster_coco_eval.core import mask as mask_utils
+    from faster_coco_eval.core.cocoeval import Params
+
+    params = Params(iouType=iou_type)
+    params.maxDets = [max_dets]
+    segm = iou_type == "segm"
 
     # lvis-api only evaluates annotations with positive area; mirror it for identical numbers.
-    gt_copy = _copy_for_library(gt, [a for a in gt["annotations"] if a["area"] > 0])
-    coco_gt = COCO(gt_copy)
-    coco_dt = coco_gt.loadRes(dets)
-    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type, lvis_style=True, print_function=lambda *_: None)
-    evaluator.params.maxDets = [max_dets]
-    evaluator.evaluate()
-    evaluator.accumulate()
-    return evaluator.eval["precision"][..., -1], np.asarray(evaluator.params.iouThrs)
+    gts = [dict(a) for a in gt["annotations"] if a["area"] > 0]
+    for ann in gts:
+        ann["ignore"] = int(ann.get("iscrowd", 0))
+    not_exhaustive = {im["id"]: set(im["not_exhaustive_category_ids"]) for im in gt["images"]}
+    box_area = "bbox" in dets[0]  # as loadRes: the box area when results carry boxes
+    dts = dets  # evaluate_lvis's own fresh copies: completed in place
+    for index, det in enumerate(dts, 1):
+        det["id"], det["iscrowd"] = index, 0
+        det["lvis_mark"] = det["category_id"] in not_exhaustive[det["image_id"]]
+        if box_area:
+            det["area"] = det["bbox"][2] * det["bbox"][3]
+    if not box_area:
+        areas = mask_utils.area([d["segmentation"] for d in dts])
+        boxes = mask_utils.toBbox([d["segmentation"] for d in dts])
+        for record, area, box in zip(dts, areas, boxes):
+            record["area"], record["bbox"] = area, box
+    # Instances grouped by (image, class), each group in input order.
+    gt_pairs: dict[tuple[int, int], list[dict]] = {}
+    dt_pairs: dict[tuple[int, int], list[dict]] = {}
+    for records, pairs in ((gts, gt_pairs), (dts, dt_pairs)):
+        for record in records:
+            pairs.setdefault((record["image_id"], record["category_id"]), []).append(record)
+
+    if segm:  # masks are decoded only where an IoU is needed: pairs with both sides
+        sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+        mask_utils.calculateRleForAllAnnotations(gts, sizes, True, False, 0.02, 1)
+        matched = [d for pair, group in dt_pairs.items() if pair in gt_pairs for d in group]
+        mask_utils.calculateRleForAllAnnotations(matched, sizes, True, False, 0.02, 1)
+    key = "rle" if segm else "bbox"
+    images_of: dict[int, set[int]] = {}
+    ious: dict[tuple[int, int], np.ndarray | list] = {}
+    for pair, gt_list in gt_pairs.items():
+        images_of.setdefault(pair[1], set()).add(pair[0])
+        dt_list = dt_pairs.get(pair)
+        if dt_list:  # the library's computeIoU, per pair
+            order = np.argsort([-d["score"] for d in dt_list], kind="mergesort")[:max_dets]
+            ious[pair] = mask_utils.iou([dt_list[i][key] for i in order], [g[key] for g in gt_list],
+                                        [int(g.get("iscrowd", 0)) for g in gt_list])
+    for image_id, cat_id in dt_pairs:
+        if cat_id in images_of:
+            images_of[cat_id].add(image_id)
+
+    num_t, num_r, num_a = len(params.iouThrs), len(params.recThrs), len(params.areaRng)
+    # Columns only for classes with ground truth: lvis-api's other columns are all -1, which
+    # every summary skips, so leaving them out changes no metric.
+    evaluated = sorted(images_of)
+    precision = -np.ones((num_t, num_r, len(evaluated), num_a))
+    column = {cat_id: k for k, cat_id in enumerate(evaluated)}
+    for chunk in _class_chunks(images_of):
+        image_ids = sorted(set().union(*(images_of[c] for c in chunk)))
+        # Small datasets per call: a C++ call's cost grows with its datasets and pairs.
+        gt_dataset, dt_dataset = _C.Dataset(), _C.Dataset()
+        for image_id in image_ids:
+            for cat_id in chunk:
+                for dataset, pairs in ((gt_dataset, gt_pairs), (dt_dataset, dt_pairs)):
+                    for record in pairs.get((image_id, cat_id), ()):
+                        dataset.append_ref(image_id, cat_id, record)
+        params.imgIds, params.catIds = image_ids, chunk
+        table = [[ious.get((image_id, cat_id), []) for cat_id in chunk] for image_id in image_ids]
+        result = _C.COCOevalEvaluateAccumulate(params, table, gt_dataset, dt_dataset, image_ids, chunk, True)
+        precision[:, :, [column[c] for c in chunk], :] = np.asarray(result["precision"])[..., -1]
+    return precision, np.asarray(params.iouThrs), evaluated
 
 
 def _detection_areas(dets: list[dict]) -> np.ndarray:
@@ -187,10 +273,11 @@ def evaluate_lvis(
 
     compute = _lvis_precision_fast if backend == "fast" else _lvis_precision_reference
     with _quiet_libraries():
-        precision, iou_thresholds = compute(gt, dets, iou_type, max_dets)
+        precision, iou_thresholds, cat_ids = compute(gt, dets, iou_type, max_dets)
 
     results = _summarize(precision, iou_thresholds)
-    frequency = np.array([c["frequency"] for c in sorted(gt["categories"], key=lambda c: c["id"])])
+    frequency_of = {c["id"]: c["frequency"] for c in gt["categories"]}
+    frequency = np.array([frequency_of[c] for c in cat_ids])  # the precision array's columns
     for metric, group in FREQUENCY_GROUPS.items():
         results[metric] = _mean_valid(precision[:, :, frequency == group, AREA_INDEX["all"]])
     return results

@@ -1,10 +1,13 @@
-"""`fasa compare`: an ad-hoc spec of the baseline against named methods (optionally +FASA)."""
+"""`fasa compare`: an ad-hoc spec of the baseline against named methods (optionally +FASA).
+
+Each row carries the paper's numbers for that method (and method + FASA) when a paper table
+spec (experiments/tableN.yaml, N from the method's registration) has a row running it."""
 
 from __future__ import annotations
 
 from fasa_cli import registry
 from fasa_cli.errors import FasaError
-from fasa_cli.experiments.spec import ExperimentSpec, spec_from_data
+from fasa_cli.experiments.spec import ExperimentSpec, load_spec, spec_from_data
 
 # The dataset each profile runs on when no spec says otherwise.
 DEFAULT_DATASET = {
@@ -35,16 +38,20 @@ def build_compare_spec(
     registry.lookup("profile", profile)
     methods = [m for m in dict.fromkeys(methods) if m != "baseline"]
     task = "classification" if profile.startswith("cifar") else "detection"
-    rows = [{"name": "baseline", "label": "Baseline", "baseline": True, "set": {"method": "baseline"}}]
+    metrics = ["accuracy"] if task == "classification" else ["AP", "APr", "APc", "APf"]
+    paper, sources = _paper_numbers(methods or ["baseline"], metrics)
+    rows = [{"name": "baseline", "label": "Baseline", "baseline": True, "set": {"method": "baseline"},
+             "paper": paper.get(("baseline", False), {})}]
     if with_fasa:
         rows.append({"name": "baseline_fasa", "label": "Baseline + FASA", "delta_to": "baseline",
-                     "set": {"method": "baseline", "fasa": {}}})
+                     "set": {"method": "baseline", "fasa": {}}, "paper": paper.get(("baseline", True), {})})
     for method in methods:
         label = registry.METHODS[method].description.split(" (")[0]
-        rows.append({"name": method, "label": label, "set": {"method": method}})
+        rows.append({"name": method, "label": label, "set": {"method": method},
+                     "paper": paper.get((method, False), {})})
         if with_fasa:
             rows.append({"name": f"{method}_fasa", "label": f"{label} + FASA", "delta_to": method,
-                         "set": {"method": method, "fasa": {}}})
+                         "set": {"method": method, "fasa": {}}, "paper": paper.get((method, True), {})})
     name = "compare--" + "-".join(methods or ["baseline"]) + ("--with-fasa" if with_fasa else "")
     data = {
         "table": "compare",
@@ -54,8 +61,40 @@ def build_compare_spec(
         "dataset": {profile: DEFAULT_DATASET[profile]},
         "base": {"task": task},
         "rows": rows,
-        "metrics": ["accuracy"] if task == "classification" else ["AP", "APr", "APc", "APf"],
+        "metrics": metrics,
     }
+    if sources:
+        data["notes"] = ("Paper numbers from " + "; ".join(sources) + ": the paper's setting, not this "
+                         "profile's; the baseline's are those of the first method's table.")
     if seeds:
         data["seeds"] = seeds
     return spec_from_data(data, name=name)
+
+
+def _paper_numbers(methods: list[str], metrics: list[str]) -> tuple[dict[tuple[str, bool], dict], list[str]]:
+    """{(method, with FASA): paper numbers} from the paper tables that run these methods, and
+    the tables used. The baseline (and baseline + FASA) come from the first method's table."""
+    found: dict[tuple[str, bool], dict] = {}
+    sources: list[str] = []
+    for method in methods:
+        for table in registry.METHODS[method].paper_table.split(","):
+            try:
+                spec = load_spec(f"table{table.strip()}")
+            except FasaError:
+                continue  # no such spec (or no experiments/ folder): no paper numbers
+            used = False
+            for row in spec.rows:
+                if row.paper_only or not row.paper:
+                    continue
+                settings = spec.merged_settings(row.name, spec.default_profile)
+                key = (settings.get("method", "baseline"), settings.get("fasa") is not None)
+                if key[0] not in (method, "baseline") or (key[0] == "baseline" and method != methods[0]):
+                    continue
+                if key not in found:
+                    found[key] = {m: v for m, v in row.paper.items() if m in metrics}
+                    used = True
+            if used:
+                sources.append(f"Table {spec.table} ({spec.paper_setting})")
+            if (method, False) in found:
+                break
+    return found, sources

@@ -8,7 +8,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,9 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import fasa_cli
 from fasa_cli.errors import FasaError, NotBuiltError
-from fasa_cli.experiments.config import RunConfig
+from fasa_cli.runconfig import RunConfig
 from fasa_cli.experiments.spec import ExperimentSpec, repo_root
 from fasa_cli.experiments.store import ResultStore, RunKey
+from fasa_cli.rundir import run_lock
+
+MATCHES_FILE = "eval_matches.npz"     # written by the backend (fasa_cli.evaluation.bootstrap)
+PROVENANCE_FILE = "provenance.json"   # written by the backend: what decides the numbers
 
 ProgressFn = Callable[[int, int, str], None]
 # runner(config, run_dir, seed, on_progress) trains + evaluates one run inside run_dir and
@@ -73,35 +76,58 @@ def execute_run(
     if reuse:
         twin = next(iter(store.find(config_hash=config.config_hash(), seed=seed)), None)
         if twin is not None:
-            record = {k: v for k, v in twin.items() if k != "run_dir"}
+            record = {k: v for k, v in twin.items() if k not in ("run_dir", "record_id")}
             record.update(spec=spec.name, table=spec.table, row=row, profile=profile)
-            record["reused_from"] = twin.get("reused_from") or store.relative_dir(twin)
+            record["reused_from"] = store.source_id(twin)
             store.write_record(key, record)
             return store.read_record(key)
     run_dir = store.run_dir(key)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = _now()
-    result = runner(config, run_dir, seed, progress)
-    metrics = _checked_metrics(result, key)
-    record = {
-        "spec": spec.name,
-        "table": spec.table,
-        "row": row,
-        "seed": seed,
-        "profile": profile,
-        "dataset": config.dataset,
-        "config": config.model_dump(mode="json"),
-        "config_hash": config.config_hash(),
-        "code_version": code_version(),
-        "metrics": metrics,
-        "wall_s": float(result.get("wall_s", math.nan)),
-        "peak_mem_mb": float(result.get("peak_mem_mb", math.nan)),
-        "started": started,
-        "finished": _now(),
-        "host": host_info(),
-    }
-    store.write_record(key, record)
+    # One trainer per run folder: a second command for the same run refuses at once.
+    with run_lock(run_dir):
+        existing = store.read_record(key)  # finished while we waited to look
+        if existing is not None:
+            return existing
+        started = _now()
+        result = runner(config, run_dir, seed, progress)
+        metrics = _checked_metrics(result, key)
+        record = {
+            "spec": spec.name,
+            "table": spec.table,
+            "row": row,
+            "seed": seed,
+            "profile": profile,
+            "dataset": config.dataset,
+            "config": config.model_dump(mode="json"),
+            "config_hash": config.config_hash(),
+            "code_version": code_version(),
+            "metrics": metrics,
+            "wall_s": float(result.get("wall_s", math.nan)),
+            "peak_mem_mb": float(result.get("peak_mem_mb", math.nan)),
+            "started": started,
+            "finished": _now(),
+            "host": host_info(),
+            **run_artefacts(run_dir),
+        }
+        store.write_record(key, record, matches=run_dir / MATCHES_FILE)
     return store.read_record(key)
+
+
+def run_artefacts(run_dir: Path) -> dict[str, Any]:
+    """The compact parts of a run folder that go into its committed record."""
+    out: dict[str, Any] = {}
+    provenance = ResultStore.read_artefact_json(run_dir, PROVENANCE_FILE)
+    if provenance:
+        out["provenance"] = provenance
+    per_class = ResultStore.read_artefact_json(run_dir, "per_class_ap.json")
+    if per_class:
+        out["per_class_ap"] = per_class
+    state = ResultStore.read_artefact_jsonl(run_dir, "fasa_state.jsonl")
+    if state:
+        out["fasa_state"] = state
+    norms = ResultStore.read_artefact_json(run_dir, "classifier_norms.json")
+    if norms:
+        out["classifier_norms"] = norms
+    return out
 
 
 def _check_same_config(record: dict, config: RunConfig, key: RunKey) -> None:
@@ -118,7 +144,7 @@ def _checked_metrics(result: Any, key: RunKey) -> dict[str, float]:
     if not isinstance(metrics, dict):
         raise FasaError(f"the runner returned no metrics for {key.relative_dir()}", "check the backend's log in that folder")
     try:
-        return {str(name): float(value) for name, value in metrics.items()}
+        return {str(name): math.nan if value is None else float(value) for name, value in metrics.items()}
     except (TypeError, ValueError):
         raise FasaError(f"the runner returned a non-numeric metric for {key.relative_dir()}", "check the backend") from None
 
@@ -216,13 +242,13 @@ def code_version() -> dict[str, Any]:
 
 
 def host_info() -> dict[str, Any]:
-    torch = sys.modules.get("torch")  # only if already imported: reading it must stay cheap
+    """The machine that made the record; library versions and CPU features are in the
+    record's `provenance`, written by the run's own process (where torch is imported)."""
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "torch": getattr(torch, "__version__", None),
     }
 
 

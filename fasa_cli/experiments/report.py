@@ -6,7 +6,6 @@ spread, and whether they point the paper's way), never written in advance.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import re
@@ -21,8 +20,6 @@ from fasa_cli.experiments.spec import ExperimentSpec, load_spec
 from fasa_cli.experiments.store import ResultStore
 from fasa_cli.experiments.tables import decimals, signed, spec_markdown, summarize
 
-FASA_STATE = "fasa_state.jsonl"
-CLASSIFIER_NORMS = "classifier_norms.json"
 GROUPS = (("r", "rare"), ("c", "common"), ("f", "frequent"))
 PAPER_PROFILES_NOTE = (
     "Profiles: `cpu-compact` is a small Mask R-CNN trained on generated long-tailed data on a "
@@ -32,16 +29,23 @@ PAPER_PROFILES_NOTE = (
 )
 
 
-def write_report(store: ResultStore, now: dt.datetime | None = None) -> Path:
-    """Write REPORT.md (and figures/*.png) for every spec that has finished runs."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+def write_report(store: ResultStore) -> Path:
+    """Write REPORT.md (and figures/*.png) for every spec that has finished records.
+
+    It depends on the records alone (no clock, no local run folders), so a fresh clone
+    rebuilds the committed report byte for byte."""
     runs = store.frame()
+    finished = [r.get("finished") for r in store.records() if r.get("finished")]
+    latest = f", the latest finished {max(finished)}" if finished else ""
     parts = [
         "# FASA reproduction report",
         "",
-        f"Generated {now.isoformat(timespec='seconds')} from {len(runs)} finished run(s) in the result store.",
+        f"Built by `fasa report` from {len(runs)} finished run record(s) in "
+        f"{store.records_root.relative_to(store.root).as_posix()}/{latest}.",
         "Our numbers are mean ± sample std over seeds; columns marked (paper) are the paper's, copied "
-        "from its tables. Δ columns are differences of our means to the reference row.",
+        "from its tables. Δ columns are differences of our means to the reference row, with the paired "
+        "95 % bootstrap interval over validation images; a difference counts as real only when that "
+        "interval excludes 0 (marked *).",
         "",
         PAPER_PROFILES_NOTE,
     ]
@@ -124,15 +128,19 @@ def _finding(row, ref, metric: str, got: pd.Series, base: pd.Series) -> str:
         f"{row.label} vs {ref.label}, {metric}: {signed(delta, places)} "
         f"({with_std(mean, std)} vs {with_std(ref_mean, ref_std)}; {n} vs {ref_n} seeds)"
     )
-    clear = None  # unknown with fewer than 2 seeds
-    if min(n, ref_n) < 2:
-        text += "; too few seeds to judge against the seed spread"
-    elif abs(delta) > std + ref_std:
+    low, high = got.get(f"{metric}_lo", math.nan), got.get(f"{metric}_hi", math.nan)
+    pairs = int(got.get(f"{metric}_pairs", 0) or 0)
+    clear = None  # unknown without a paired interval
+    if math.isnan(low) or math.isnan(high):
+        text += "; no paired interval (no match tables for paired seeds), so not judged"
+    elif low > 0 or high < 0:
         clear = True
-        text += f"; {'higher' if delta > 0 else 'lower'} beyond the seed spread (|Δ| > sum of the two stds)"
+        text += (f"; paired 95 % interval [{signed(low, places)}, {signed(high, places)}] over {pairs} "
+                 f"seed pair(s) excludes 0: {'higher' if delta > 0 else 'lower'}")
     else:
         clear = False
-        text += "; within the seed spread, so no clear difference"
+        text += (f"; paired 95 % interval [{signed(low, places)}, {signed(high, places)}] over {pairs} "
+                 "seed pair(s) includes 0, so no clear difference")
     if metric in row.paper and metric in ref.paper:
         paper_delta = row.paper[metric] - ref.paper[metric]
         text += f". The paper reports {signed(paper_delta, places)}"
@@ -152,19 +160,16 @@ def _figures_for(store: ResultStore, spec: ExperimentSpec, profile: str, dataset
     for row in spec.rows:
         states = {}
         for record in records:
-            if record["row"] == row.name:
-                state = store.read_artefact_jsonl(store.artefacts_dir(record), FASA_STATE)
-                if state:
-                    states[record["seed"]] = state
+            if record["row"] == row.name and record.get("fasa_state"):
+                states[record["seed"]] = record["fasa_state"]
         if states:
             out = store.figures_dir / f"fig3a_{spec.name}_{profile}--{dataset}_{row.name}.png"
             plot_group_probabilities(states, out, f"{spec.name} · {row.label} · {profile}, {dataset}")
             figures.append(out)
     norms: dict[str, dict[int, dict]] = {}
     for record in records:
-        data = store.read_artefact_json(store.artefacts_dir(record), CLASSIFIER_NORMS)
-        if data:
-            norms.setdefault(record["row"], {})[record["seed"]] = data
+        if record.get("classifier_norms"):
+            norms.setdefault(record["row"], {})[record["seed"]] = record["classifier_norms"]
     if norms:
         labels = {r.name: r.label for r in spec.rows}
         out = store.figures_dir / f"fig4_{spec.name}_{profile}--{dataset}.png"
@@ -288,10 +293,16 @@ def _benchmarks_section(store: ResultStore) -> list[str]:
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts and lists as dotted keys (rows.0.speedup), so no cell holds raw JSON."""
     if isinstance(data, dict):
         items = []
         for key, value in data.items():
             items += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        return items
+    if isinstance(data, list) and any(isinstance(v, (dict, list)) for v in data):
+        items = []
+        for index, value in enumerate(data):
+            items += _flatten(value, f"{prefix}.{index}" if prefix else str(index))
         return items
     return [(prefix or "value", data)]
 
@@ -299,5 +310,8 @@ def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
 def _format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    text = json.dumps(value) if isinstance(value, list) else str(value)
+    if isinstance(value, list):
+        text = ", ".join(_format_value(v) for v in value[:8]) + (f", … ({len(value)} values)" if len(value) > 8 else "")
+    else:
+        text = str(value)
     return text.replace("|", "\\|")

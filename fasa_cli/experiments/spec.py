@@ -7,7 +7,8 @@ A spec (experiments/<name>.yaml) holds
   profile_overrides  optional {profile: overrides} (e.g. the paper's RFS on lvis-r50 only)
   base          a partial RunConfig shared by all rows (no profile/dataset: those come
                 from the profile)
-  rows          name, label, set (overrides deep-merged onto base), paper (the paper's
+  rows          name, label, set (overrides deep-merged onto base; `method` with its
+                `method_args`, checked by the method's schema), paper (the paper's
                 numbers), paper_std, baseline: true (deltas are measured against it),
                 delta_to (a row to measure this row's delta against instead),
                 paper_only (a row only the paper ran: shown, never run), note
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fasa_cli import registry
 from fasa_cli.errors import FasaError, NotBuiltError
-from fasa_cli.experiments.config import RunConfig
+from fasa_cli.runconfig import RunConfig
 from fasa_cli.experiments.yaml_lines import LineDict, line_of, load_yaml_with_lines, plain
 from fasa_cli.paths import repo_root
 
@@ -129,7 +130,7 @@ class ExperimentSpec(BaseModel):
         except ValidationError as err:
             first = _first_error(err)
             problem, fix = _describe_pydantic_error(first, RunConfig)
-            where = _dotted(("rows", row_name, "set", *first["loc"]))
+            where = _dotted(("rows", row_name, "set", *_error_loc(first)))
             raise FasaError(f"spec '{self.name}' {where}: {problem}", fix) from None
 
     def require_built(self, rows: list[str], profile: str, dataset: str | None = None) -> None:
@@ -191,7 +192,13 @@ def load_spec(name_or_path: str | Path) -> ExperimentSpec:
         if not path.is_file():
             names = available_specs()
             raise FasaError(f"unknown spec '{text}'", f"use one of: {', '.join(names) or '(none found)'}")
-    return spec_from_data(load_yaml_with_lines(path), name=path.stem, source=path)
+    try:
+        raw = load_yaml_with_lines(path)
+    except UnicodeDecodeError as err:
+        from fasa_cli.errors import unicode_error
+
+        raise unicode_error(err, f"spec {path}") from None
+    return spec_from_data(raw, name=path.stem, source=path)
 
 
 def spec_from_data(raw: Any, name: str, source: Path | None = None) -> ExperimentSpec:
@@ -287,7 +294,7 @@ def _resolution_problem(spec: ExperimentSpec, index: int, profile: str) -> typin
         RunConfig.model_validate(spec.merged_settings(row.name, profile))
     except ValidationError as err:
         first = _first_error(err)
-        inner = tuple(first["loc"])
+        inner = _error_loc(first)
         problem, fix = _describe_pydantic_error(first, RunConfig)
         # Point at the layer that set the bad value: the row, then the profile's overrides, then base.
         candidates = [
@@ -309,6 +316,13 @@ def _unknown_name(kind: str, name: str, loc: tuple) -> typing.Iterator[tuple[tup
         yield loc, err.problem, err.fix or ""
 
 
+def _error_loc(error: dict) -> tuple:
+    """The error's location; a bad `method_args` entry points at its own key."""
+    loc = tuple(error["loc"])
+    key = (error.get("ctx") or {}).get("key")
+    return (*loc, key) if error["type"] == "method_args" and key else loc
+
+
 def _first_error(err: ValidationError) -> dict:
     # An unknown key usually explains a "missing" one (a typo), so report it first.
     errors = err.errors()
@@ -327,6 +341,9 @@ def _describe_pydantic_error(error: dict, model: type[BaseModel]) -> tuple[str, 
     if kind == "missing":
         return f"missing required key '{loc[-1]}'", f"add '{loc[-1]}'"
     message = error["msg"].removeprefix("Value error, ")
+    if kind == "method_args":  # RunConfig's check against the method's own schema
+        problem, _, fix = message.partition("; use one of: ")
+        return problem.split(": ", 1)[-1], f"use one of: {fix}" if fix else "fix the value (see the method's module docstring)"
     if "; use one of: " in message:  # raised by RunConfig's registry-name validators
         problem, names = message.split("; use one of: ", 1)
         return problem, f"use one of: {names}"
@@ -367,18 +384,30 @@ def _dotted(loc: tuple) -> str:
     return text
 
 
-def parse_csv(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
+def parse_csv(text: str | None, option: str | None = None) -> list[str]:
+    """'a, b' -> ['a', 'b']; None -> []. With `option` (e.g. '--rows'), an empty value or
+    an empty item ('a,,b') is an error naming the option instead of being dropped."""
+    if text is None:
+        return []
+    items = [t.strip() for t in text.split(",")]
+    if option is None:
+        return [t for t in items if t]
+    if not any(items):
+        raise FasaError(f"{option} is empty", f"list comma-separated values, or leave out {option}")
+    if not all(items):
+        raise FasaError(f"{option} '{text}' has an empty item", "separate values by single commas, e.g. a,b")
+    return items
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    """'0,1,2' -> [0, 1, 2]; None/'' -> None (the spec's seeds)."""
-    if not text:
+    """'0,1,2' -> [0, 1, 2]; None -> None (the spec's seeds). '' or an empty item is an error."""
+    if text is None:
         return None
     seeds = []
-    for part in parse_csv(text):
+    for part in parse_csv(text, "--seeds"):
         if not re.fullmatch(r"\d+", part):
-            raise FasaError(f"--seeds '{text}' is not a comma-separated list of integers", "e.g. --seeds 0,1,2")
+            raise FasaError(f"--seeds '{text}' is not a comma-separated list of non-negative integers",
+                            "e.g. --seeds 0,1,2")
         seeds.append(int(part))
     if len(set(seeds)) != len(seeds):
         raise FasaError(f"--seeds '{text}' repeats a seed", "list each seed once")

@@ -1,10 +1,15 @@
 """The result store: the one place every command reads and writes results through.
 
 Layout under the results root (default <repo>/results, or $FASA_RESULTS_DIR):
-  runs/<spec>/spec.json                                   the spec as last run (for reports)
-  runs/<spec>/<profile>--<dataset>/<row>/seed<k>/record.json   a finished run
-  runs/.../seed<k>/<artefacts>                            written by the backend
-  tables/<spec>.md, figures/*.png, REPORT.md, benchmarks/*.json
+  records/<spec>/spec.json                                          the spec as last run
+  records/<spec>/<profile>--<dataset>/<row>/seed<k>.json            a finished run's record
+  records/<spec>/<profile>--<dataset>/<row>/seed<k>.matches.npz     its per-detection matches
+  runs/<spec>/<profile>--<dataset>/<row>/seed<k>/                   checkpoints, logs, detections
+  tables/<spec>--<profile>--<dataset>.md, figures/*.png, REPORT.md, benchmarks/*.json
+`records/` is committed: a record is compact (config, metrics, per-class AP, timing, memory,
+FASA state, classifier norms, provenance) and its matches are what a paired bootstrap
+interval needs, so a fresh clone rebuilds every table, figure and the report from it.
+`runs/` is local (git-ignored) and only needed to resume, re-evaluate or inspect a run.
 One file per run and no shared index, so concurrent writers of different runs never
 collide. A finished record is never overwritten: it is created with a hard link, which
 fails if the name exists, so even two writers of the same run cannot both win.
@@ -16,6 +21,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +30,12 @@ from typing import Any, Iterator
 import pandas as pd
 
 from fasa_cli.errors import FasaError
+from fasa_cli.jsonio import dumps_json
+from fasa_cli.rundir import read_jsonl, run_lock
 
-RECORD = "record.json"
 SPEC_SNAPSHOT = "spec.json"
-_SEED_DIR = re.compile(r"^seed(\d+)$")
+MATCHES_SUFFIX = ".matches.npz"
+_RECORD_FILE = re.compile(r"^seed(\d+)\.json$")
 RECORD_COLUMNS = ["spec", "table", "row", "seed", "profile", "dataset", "config_hash", "wall_s", "peak_mem_mb"]
 
 
@@ -47,7 +55,7 @@ def default_results_dir() -> Path:
     env = os.environ.get("FASA_RESULTS_DIR")
     if env:
         return Path(env)
-    from fasa_cli.experiments.spec import repo_root
+    from fasa_cli.paths import repo_root
 
     root = repo_root()
     return (root if root is not None else Path.cwd()) / "results"
@@ -56,6 +64,7 @@ def default_results_dir() -> Path:
 class ResultStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_results_dir()
+        self.records_root = self.root / "records"
         self.runs_root = self.root / "runs"
         self.tables_dir = self.root / "tables"
         self.figures_dir = self.root / "figures"
@@ -64,29 +73,41 @@ class ResultStore:
 
     # -- runs ------------------------------------------------------------------------------
     def run_dir(self, key: RunKey) -> Path:
+        """The run's working folder (checkpoints, logs, detections); local, not committed."""
         return self.runs_root / key.relative_dir()
 
     def record_path(self, key: RunKey) -> Path:
-        return self.run_dir(key) / RECORD
+        return self.records_root / key.relative_dir().with_suffix(".json")
 
     def is_finished(self, key: RunKey) -> bool:
         return self.record_path(key).is_file()
 
     def read_record(self, key: RunKey) -> dict[str, Any] | None:
         path = self.record_path(key)
-        if not path.is_file():
-            return None
+        return self._load_record(path) if path.is_file() else None
+
+    def _load_record(self, path: Path) -> dict[str, Any]:
         record = _read_json(path)
-        record["run_dir"] = str(path.parent)
+        rel = path.relative_to(self.records_root).with_suffix("")
+        # Derived from where the record lies, so a moved store stays consistent.
+        record["record_id"] = rel.as_posix()
+        record["run_dir"] = str(self.runs_root / rel)
         return record
 
-    def write_record(self, key: RunKey, record: dict[str, Any]) -> Path:
-        """Atomically create the run's record; refuse if one exists (see `move_aside`)."""
-        folder = self.run_dir(key)
+    def write_record(self, key: RunKey, record: dict[str, Any], matches: Path | None = None) -> Path:
+        """Atomically create the run's record (and copy its match table beside it); refuse
+        if one exists (see `move_aside`)."""
+        target = self.record_path(key)
+        folder = target.parent
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / RECORD
-        record = {k: v for k, v in record.items() if k != "run_dir"}  # derived from the path on read
-        tmp = _write_temp(folder, json.dumps(record, indent=2, sort_keys=True, allow_nan=True))
+        if target.exists():
+            raise _finished_error(key)
+        if matches is not None and matches.is_file():
+            tmp = _temp_path(folder, MATCHES_SUFFIX)
+            shutil.copyfile(matches, tmp)
+            os.replace(tmp, folder / f"seed{key.seed}{MATCHES_SUFFIX}")
+        record = {k: v for k, v in record.items() if k not in ("run_dir", "record_id")}
+        tmp = _write_temp(folder, dumps_json(record, indent=1))
         try:
             try:
                 os.link(tmp, target)  # atomic create-if-absent: a finished record is never replaced
@@ -98,33 +119,41 @@ class ResultStore:
                     raise FileExistsError(target) from None
                 os.replace(tmp, target)
         except FileExistsError:
-            raise FasaError(
-                f"run {key.relative_dir()} already has a finished record", "pass --force to redo it (the old run is kept aside)"
-            ) from None
+            raise _finished_error(key) from None
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(folder)
         return target
 
     def move_aside(self, key: RunKey) -> Path | None:
-        """Rename a run folder to seed<k>.replaced-<time> so it can be redone; returns the new path."""
-        folder = self.run_dir(key)
-        if not folder.exists():
-            return None
+        """Rename a run's record (and matches, and run folder) to *.replaced-<time> so it can
+        be redone; nothing finished is deleted. Returns the record's new path."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = folder.with_name(f"{folder.name}.replaced-{stamp}")
-        os.replace(folder, aside)
+        folder = self.run_dir(key)
+        if folder.exists():
+            with run_lock(folder):  # fail before anything moves if the run is in use
+                pass
+        record = self.record_path(key)
+        aside = None
+        if record.exists():
+            aside = record.with_name(f"seed{key.seed}.replaced-{stamp}.json")
+            os.replace(record, aside)
+        matches = record.with_name(f"seed{key.seed}{MATCHES_SUFFIX}")
+        if matches.exists():
+            os.replace(matches, record.with_name(f"seed{key.seed}.replaced-{stamp}{MATCHES_SUFFIX}"))
+        folder = self.run_dir(key)
+        if folder.exists():
+            with run_lock(folder):  # never move a folder another command is training in
+                os.replace(folder, folder.with_name(f"{folder.name}.replaced-{stamp}"))
         return aside
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every finished record (runs moved aside are not records)."""
-        if not self.runs_root.is_dir():
+        """Every finished record (records moved aside are not records)."""
+        if not self.records_root.is_dir():
             return
-        for path in sorted(self.runs_root.glob(f"*/*--*/*/seed*/{RECORD}")):
-            if _SEED_DIR.match(path.parent.name):
-                record = _read_json(path)
-                record["run_dir"] = str(path.parent)
-                yield record
+        for path in sorted(self.records_root.glob("*/*--*/*/seed*.json")):
+            if _RECORD_FILE.match(path.name):
+                yield self._load_record(path)
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         """Records whose fields equal every given value, e.g. find(spec="table1", row="fa")."""
@@ -135,18 +164,30 @@ class ResultStore:
         rows = []
         for record in self.find(**match):
             flat = {col: record.get(col) for col in RECORD_COLUMNS}
-            flat["run_dir"] = record["run_dir"]
-            flat.update(record.get("metrics", {}))
+            flat["record_id"] = record["record_id"]
+            flat.update({k: (float("nan") if v is None else v) for k, v in record.get("metrics", {}).items()})
             rows.append(flat)
-        return pd.DataFrame(rows, columns=None if rows else [*RECORD_COLUMNS, "run_dir"])
+        return pd.DataFrame(rows, columns=None if rows else [*RECORD_COLUMNS, "record_id"])
 
     def relative_dir(self, record: dict[str, Any]) -> str:
-        return Path(record["run_dir"]).relative_to(self.runs_root).as_posix()
+        return record["record_id"]
+
+    def source_id(self, record: dict[str, Any]) -> str:
+        """The record that holds the run's own results (itself, or the run it reused)."""
+        return record.get("reused_from") or record["record_id"]
 
     def artefacts_dir(self, record: dict[str, Any]) -> Path:
-        """Where a run's artefacts are: its own folder, or the folder of the run it reused."""
-        reused = record.get("reused_from")
-        return self.runs_root / reused if reused else Path(record["run_dir"])
+        """Where a run's local artefacts are: its own folder, or the folder of the run it reused."""
+        return self.runs_root / self.source_id(record)
+
+    def matches(self, record: dict[str, Any]):
+        """The run's match table (fasa_cli.evaluation.bootstrap.MatchTable), or None."""
+        path = self.records_root / f"{self.source_id(record)}{MATCHES_SUFFIX}"
+        if not path.is_file():
+            return None
+        from fasa_cli.evaluation.bootstrap import MatchTable
+
+        return MatchTable.load(path)
 
     # -- artefacts the backend writes into a run folder --------------------------------------
     @staticmethod
@@ -157,31 +198,35 @@ class ResultStore:
     @staticmethod
     def read_artefact_jsonl(run_dir: str | Path, name: str) -> list[Any] | None:
         path = Path(run_dir) / name
-        if not path.is_file():
-            return None
-        lines = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:
-                    # A run killed mid-write leaves a torn last line; earlier lines are still good.
-                    raise FasaError(f"{path}:{number} is not valid JSON", "delete the torn line or redo the run") from None
-        return lines
+        return read_jsonl(path) if path.is_file() else None
 
     # -- spec snapshots (so reports need only the store) ------------------------------------
     def save_spec(self, spec_dump: dict[str, Any]) -> Path:
-        folder = self.runs_root / spec_dump["name"]
+        folder = self.records_root / spec_dump["name"]
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / SPEC_SNAPSHOT
-        tmp = _write_temp(folder, json.dumps(spec_dump, indent=2, sort_keys=True))
+        text = json.dumps(spec_dump, indent=1, sort_keys=True)
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            return target  # unchanged: leave the committed file alone
+        tmp = _write_temp(folder, text)
         os.replace(tmp, target)  # the latest spec wins; runs keep their own resolved config
         return target
 
     def spec_snapshots(self) -> dict[str, dict[str, Any]]:
-        if not self.runs_root.is_dir():
+        if not self.records_root.is_dir():
             return {}
-        return {p.parent.name: _read_json(p) for p in sorted(self.runs_root.glob(f"*/{SPEC_SNAPSHOT}"))}
+        return {p.parent.name: _read_json(p) for p in sorted(self.records_root.glob(f"*/{SPEC_SNAPSHOT}"))}
+
+
+def _finished_error(key: RunKey) -> FasaError:
+    return FasaError(f"run {key.relative_dir()} already has a finished record",
+                     "pass --force to redo it (the old record and folder are kept aside)")
+
+
+def _temp_path(folder: Path, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    return Path(name)
 
 
 def _write_temp(folder: Path, text: str) -> Path:

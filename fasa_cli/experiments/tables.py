@@ -75,10 +75,51 @@ def summarize(
     for row in spec.rows:
         ref = spec.reference_row(row)
         table.loc[row.name, "reference"] = ref.name if ref else None
+        intervals = paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) if ref else {}
         for metric in metrics:
             delta = table.loc[row.name, f"{metric}_mean"] - table.loc[ref.name, f"{metric}_mean"] if ref else math.nan
             table.loc[row.name, f"{metric}_delta"] = delta
+            got = intervals.get(metric)
+            scale = display_scale(metric)
+            table.loc[row.name, f"{metric}_paired"] = got.delta * scale if got else math.nan
+            table.loc[row.name, f"{metric}_lo"] = got.low * scale if got else math.nan
+            table.loc[row.name, f"{metric}_hi"] = got.high * scale if got else math.nan
+            table.loc[row.name, f"{metric}_pairs"] = got.pairs if got else 0
     return table
+
+
+def _current_records(spec: ExperimentSpec, store: ResultStore, row, profile: str, dataset: str) -> dict[int, dict]:
+    """This row's finished records under the spec's current config, by seed."""
+    config_hash = spec.resolve(row.name, profile, dataset).config_hash()
+    return {r["seed"]: r for r in store.find(spec=spec.name, profile=profile, dataset=dataset, row=row.name)
+            if r.get("config_hash") == config_hash}
+
+
+def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) -> dict:
+    """Paired bootstrap intervals (95 %, over validation images) of row minus reference for
+    the AP metrics, over the seeds both rows finished; {} when no pair has match tables."""
+    from fasa_cli.evaluation.bootstrap import METRICS as BOOTSTRAP_METRICS, paired_deltas
+
+    wanted = [m for m in metrics if m in BOOTSTRAP_METRICS]
+    if not wanted or row.paper_only or ref.paper_only:
+        return {}
+    mine = _current_records(spec, store, row, profile, dataset)
+    theirs = _current_records(spec, store, ref, profile, dataset)
+    pairs = []
+    for seed in sorted(set(mine) & set(theirs) & set(seeds)):
+        a, b = store.matches(mine[seed]), store.matches(theirs[seed])
+        if a is not None and b is not None:
+            pairs.append((a, b))
+    if not pairs:
+        return {}
+    key = (tuple(store.source_id(mine[s]) for s in sorted(set(mine) & set(theirs) & set(seeds))),
+           tuple(store.source_id(theirs[s]) for s in sorted(set(mine) & set(theirs) & set(seeds))), tuple(wanted))
+    if key not in _INTERVALS:  # a report asks for the same pair in several tables
+        _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted)
+    return _INTERVALS[key]
+
+
+_INTERVALS: dict = {}
 
 
 def spec_table(
@@ -105,7 +146,7 @@ def spec_table(
         for metric in metrics:
             line[metric] = _mean_std_text(got[f"{metric}_mean"], got[f"{metric}_std"], decimals(metric))
             ref = spec.reference_row(row)
-            line[f"Δ{metric}"] = _delta_text(got[f"{metric}_delta"], decimals(metric)) if ref else ""
+            line[f"Δ{metric}"] = _delta_text(got, metric) if ref else ""
             if metric in paper_metrics:
                 line[f"{metric} (paper)"] = _paper_text(row, metric)
         for metric in paper_extra:
@@ -132,8 +173,20 @@ def _mean_std_text(mean: float, std: float, places: int) -> str:
     return f"{mean:.{places}f} ± {std:.{places + 1}f}"
 
 
-def _delta_text(delta: float, places: int) -> str:
-    return MISSING if math.isnan(delta) else signed(delta, places)
+def _delta_text(got: pd.Series, metric: str) -> str:
+    """The difference of means, with its paired 95 % interval where match tables exist;
+    '*' marks an interval that excludes 0."""
+    places = decimals(metric)
+    delta = got[f"{metric}_delta"]
+    if math.isnan(delta):
+        return MISSING
+    text = signed(delta, places)
+    low, high = got.get(f"{metric}_lo", math.nan), got.get(f"{metric}_hi", math.nan)
+    if not (math.isnan(low) or math.isnan(high)):
+        text += f" [{signed(low, places)}, {signed(high, places)}]"
+        if low > 0 or high < 0:
+            text += "*"
+    return text
 
 
 def signed(value: float, places: int) -> str:
@@ -192,11 +245,16 @@ def spec_markdown(
         f"{'#' * level} {table_heading(spec, profile, dataset)}",
         "",
         f"Paper's setting: {spec.paper_setting}. Columns marked (paper) are the paper's numbers; "
-        "the others are ours, mean ± sample std over the finished seeds.",
+        "the others are ours, mean ± sample std over the finished seeds. Δ is the difference to the "
+        "reference row, with its paired 95 % bootstrap interval over validation images (same seeds, "
+        "same resamples for both rows); * marks an interval that excludes 0.",
     ]
     if spec.caption:
         parts += ["", f"Paper caption: {spec.caption}"]
     parts += ["", to_markdown(table)]
+    floor = noise_floor_text(noise_floor(spec, store, profile, dataset))
+    if floor:
+        parts += ["", floor]
     notes = [f"- {spec.notes.strip()}"] if spec.notes else []
     notes += [f"- {r.label}: {r.note.strip()}" for r in spec.rows if r.note]
     if notes:
@@ -204,10 +262,47 @@ def spec_markdown(
     return "\n".join(parts) + "\n"
 
 
-def spec_markdown_all(spec: ExperimentSpec, store: ResultStore, current: tuple[str, str] | None = None) -> str:
-    """Sections for every (profile, dataset) of the spec that has runs (and `current`)."""
-    runs = store.frame(spec=spec.name)
-    pairs = {(p, d) for p, d in zip(runs["profile"], runs["dataset"]) if p in spec.profiles}
-    if current:
-        pairs.add(current)
-    return "\n".join(spec_markdown(spec, store, p, d) for p, d in sorted(pairs))
+def table_path(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: str):
+    """One file per (spec, profile, dataset): a smoke run on tiny data never replaces the
+    main job's table."""
+    return store.tables_dir / f"{spec.name}--{profile}--{dataset}.md"
+
+
+def write_table(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: str):
+    path = table_path(store, spec, profile, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(spec_markdown(spec, store, profile, dataset), encoding="utf-8")
+    return path
+
+
+def noise_floor(spec: ExperimentSpec, store: ResultStore, profile: str, dataset: str,
+                metrics: tuple[str, ...] = ("AP", "APr")) -> dict | None:
+    """How noisy the reference (baseline) row is, from its own runs only: the seed-to-seed
+    sd of each metric (training noise plus evaluation noise) and the bootstrap sd over
+    validation images within a run (evaluation noise alone), in display units."""
+    from fasa_cli.evaluation.bootstrap import bootstrap_spread
+
+    base = next((r for r in spec.rows if r.baseline and not r.paper_only), None)
+    if base is None:
+        return None
+    records = list(_current_records(spec, store, base, profile, dataset).values())
+    if len(records) < 2:
+        return None
+    tables = [t for t in (store.matches(r) for r in records) if t is not None]
+    out = {"row": base.label, "seeds": len(records), "metrics": {}}
+    evaluation = bootstrap_spread(tables, metrics) if tables else {}
+    for m in metrics:
+        values = np.array([r["metrics"].get(m) for r in records if r["metrics"].get(m) is not None], dtype=float)
+        out["metrics"][m] = {
+            "seed_sd": float(values.std(ddof=1)) * display_scale(m) if len(values) > 1 else math.nan,
+            "eval_sd": evaluation.get(m, math.nan) * display_scale(m),
+        }
+    return out
+
+
+def noise_floor_text(floor: dict | None) -> str:
+    if not floor:
+        return ""
+    parts = [f"{m}: seed sd {v['seed_sd']:.2f}, evaluation sd {v['eval_sd']:.2f}" for m, v in floor["metrics"].items()]
+    return (f"Noise floor of {floor['row']} ({floor['seeds']} seeds; evaluation sd = bootstrap over validation "
+            f"images within a run, averaged over runs): " + "; ".join(parts) + ".")

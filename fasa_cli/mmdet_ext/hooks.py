@@ -16,6 +16,7 @@ from mmengine.model import is_model_wrapper
 from mmdet.registry import DATASETS, HOOKS
 
 from fasa_cli.mmdet_ext.heads import ValidationLossCollector, fasa_heads
+from fasa_cli.rundir import append_jsonl, read_jsonl, rewrite_jsonl
 
 
 def _unwrap(model):
@@ -36,8 +37,11 @@ class FASAHook(Hook):
     def __init__(self, val_dataset: dict, frequency: list[str], max_images: int | None = None,
                  batch_size: int = 2, oversample_thr: float = 1e-3, subset_seed: int = 0,
                  state_log: str = "fasa_state.jsonl", norms_file: str = "classifier_norms.json",
-                 class_names: list[str] | None = None, class_counts: list[int] | None = None):
+                 class_names: list[str] | None = None, class_counts: list[int] | None = None,
+                 signal_norm: str = "class_mean", balance: str = "rfs"):
         self.val_dataset_cfg = val_dataset
+        self.signal_norm = signal_norm  # "class_mean" | "official" (see ValidationLossCollector)
+        self.balance = balance          # "rfs": the paper's balanced val set; "none": official code
         self.frequency = np.asarray(frequency)
         self.max_images = max_images
         self.batch_size = batch_size
@@ -54,9 +58,7 @@ class FASAHook(Hook):
         # A resumed run redoes the epochs after its checkpoint: drop their old log lines.
         log = Path(runner.work_dir) / self.state_log
         if log.exists():
-            lines = [ln for ln in log.read_text().splitlines()
-                     if ln.strip() and json.loads(ln)["epoch"] < runner.epoch]
-            log.write_text("".join(ln + "\n" for ln in lines))
+            rewrite_jsonl(log, [e for e in read_jsonl(log) if e["epoch"] < runner.epoch])
 
     def before_train_epoch(self, runner) -> None:
         for head in fasa_heads(_unwrap(runner.model)):
@@ -68,8 +70,8 @@ class FASAHook(Hook):
             base = DATASETS.build(self.val_dataset_cfg)
             # Repeat-factor balancing (the paper's RFS-balanced validation set), then a fixed
             # seeded subset so every epoch is judged on the same images.
-            balanced = DATASETS.build(dict(type="ClassBalancedDataset", dataset=base,
-                                           oversample_thr=self.oversample_thr))
+            balanced = base if self.balance == "none" else DATASETS.build(
+                dict(type="ClassBalancedDataset", dataset=base, oversample_thr=self.oversample_thr))
             order = np.random.default_rng(self.subset_seed).permutation(len(balanced))
             if self.max_images is not None:
                 order = order[: self.max_images]
@@ -92,7 +94,7 @@ class FASAHook(Hook):
                 model.loss(data["inputs"], data["data_samples"])
         finally:
             model.train(was_training)
-        signals = [head.val_collector.signal(kind) for head in heads]
+        signals = [head.val_collector.signal(kind, self.signal_norm) for head in heads]
         for head in heads:
             head.val_collector = None
         return signals
@@ -101,13 +103,16 @@ class FASAHook(Hook):
         heads = fasa_heads(_unwrap(runner.model))
         if not heads:
             return
-        # Python and numpy RNG draws in the pass (pipeline, samplers) must not shift training.
-        rng_state = _capture_rng()
-        signals = self._validation_signal(runner, heads, heads[0].fasa.cfg.signal)
-        _restore_rng(rng_state)
+        if heads[0].fasa.cfg.adaptive:
+            # Python and numpy RNG draws in the pass (pipeline, samplers) must not shift training.
+            rng_state = _capture_rng()
+            signals = self._validation_signal(runner, heads, heads[0].fasa.cfg.signal)
+            _restore_rng(rng_state)
+        else:  # static sampling never reads the signal: skip the pass
+            signals = [(torch.zeros(h.num_classes), torch.zeros(h.num_classes, dtype=torch.bool)) for h in heads]
         record = {"epoch": runner.epoch, "iter": runner.iter}
         for stage, (head, (signal, valid)) in enumerate(zip(heads, signals)):
-            summary = head.fasa.adapt(signal, valid)
+            summary = head.fasa.adapt(signal, valid) if head.fasa.cfg.adaptive else {"adapted": False, "static": True}
             probs = head.fasa.probs.detach().cpu().numpy()
             stage_record = {
                 "probs": probs.round(8).tolist(),
@@ -123,8 +128,7 @@ class FASAHook(Hook):
                 record.update(stage_record)
             else:
                 record.setdefault("stages", []).append(stage_record)
-        with open(Path(runner.work_dir) / self.state_log, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(Path(runner.work_dir) / self.state_log, record)
 
     def after_train(self, runner) -> None:
         write_classifier_norms(_unwrap(runner.model), Path(runner.work_dir) / self.norms_file,
@@ -209,15 +213,28 @@ def set_progress_reporter(fn) -> None:
     _progress_reporter = fn
 
 
+def peak_memory_mb() -> float:
+    """This process's peak memory so far: CUDA allocations on a GPU, else the peak RSS."""
+    import resource
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 @HOOKS.register_module()
 class ProgressHook(Hook):
-    """Reports (done, total) iterations and measures the training step time (Table 12)."""
+    """Reports (done, total) iterations and measures training step time and peak training
+    memory (Table 12). Both travel in checkpoints, so a resumed run reports the whole run,
+    not only its last part."""
 
     priority = "VERY_LOW"
-    _skip = 5  # the first iterations include warm-up allocations
+    _skip = 5  # each process's first iterations include warm-up allocations
 
-    def before_train(self, runner) -> None:
-        self.step_times: list[float] = []
+    def __init__(self) -> None:
+        self.step_times: list[float] = []  # steady-state steps of every process of the run
+        self.peak_mb = 0.0                  # training peak over every process of the run
+        self._fresh: list[float] = []       # this process's steps, warm-up included
         self._start = None
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
@@ -225,10 +242,30 @@ class ProgressHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if self._start is not None:
-            self.step_times.append(time.perf_counter() - self._start)
+            self._fresh.append(time.perf_counter() - self._start)
         if _progress_reporter is not None:
             _progress_reporter(runner.iter + 1, runner.max_iters, f"epoch {runner.epoch + 1}")
 
+    def _settle(self) -> None:
+        """Fold this process's steps (after its warm-up) and peak memory into the totals."""
+        steady = self._fresh[self._skip:]
+        # A process too short to pass its warm-up still says something about the step.
+        self.step_times += steady or ([] if self.step_times else self._fresh)
+        self._fresh = []
+        self._skip = 0  # later steps of the same process are steady already
+        self.peak_mb = max(self.peak_mb, peak_memory_mb())
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._settle()
+        checkpoint["fasa_progress"] = {"step_times": list(self.step_times), "peak_mb": self.peak_mb}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get("fasa_progress") or {}
+        self.step_times = list(saved.get("step_times", []))
+        self.peak_mb = float(saved.get("peak_mb", 0.0))
+
+    def after_train(self, runner) -> None:
+        self._settle()  # measured before evaluation, so the peak is training's own
+
     def mean_step_time(self) -> float:
-        times = self.step_times[self._skip:] or self.step_times
-        return float(np.mean(times)) if times else float("nan")
+        return float(np.mean(self.step_times)) if self.step_times else float("nan")

@@ -9,7 +9,7 @@ import pytest
 from fasa_cli.backend.config import build_config
 from fasa_cli.backend.datasets import DatasetInfo
 from fasa_cli.errors import FasaError, NotBuiltError
-from fasa_cli.experiments.config import FASASettings, RunConfig, TrainOverrides
+from fasa_cli.runconfig import FASASettings, RunConfig, TrainOverrides
 
 DATA = DatasetInfo("embedded-tiny", Path("/tmp/nowhere"), "annotations/lvis_v1_train.json",
                    "annotations/lvis_v1_val.json", ["a", "b", "c"], ["r", "c", "f"], [2, 30, 400])

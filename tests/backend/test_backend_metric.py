@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fasa_cli.data.embedded import default_root
 from fasa_cli.evaluation import load_detections
 
 
@@ -17,7 +18,7 @@ def test_metric_keeps_all_detections_and_scores_ground_truth_perfectly(tiny_data
     from mmdet.registry import METRICS
     from fasa_cli.data import annotation_mask
 
-    ann_file = tiny_data_dir / "tiny-seed0" / "annotations" / "lvis_v1_val.json"
+    ann_file = default_root("tiny", 0) / "annotations" / "lvis_v1_val.json"
     gt = json.loads(ann_file.read_text())
     label_of = {c["id"]: i for i, c in enumerate(gt["categories"])}
     metric = METRICS.build(dict(type="FASALVISMetric", ann_file=str(ann_file),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from fasa_cli.backend import run_training
-from fasa_cli.experiments.config import FASASettings, RunConfig, TrainOverrides
+from fasa_cli.runconfig import FASASettings, RunConfig, TrainOverrides
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,17 @@ def _states(run_dir):
 
 def _norms(run_dir):
     return json.loads((run_dir / "classifier_norms.json").read_text())["norms"]
+
+
+EXPECTED = Path(__file__).resolve().parents[1] / "expected" / "tiny_e2e.json"
+
+
+def test_the_tiny_run_stays_in_its_committed_band(uninterrupted):
+    """Expected results, pinned as detectron2 pins them: a change that moves the numbers of
+    this fixed run (code, data generator, library versions) shows up in the pull request.
+    After a deliberate change, put the run's new values in tests/expected/tiny_e2e.json
+    (its `measured` block) and say why in the commit."""
+    expected = json.loads(EXPECTED.read_text())
+    metrics = uninterrupted[1]["metrics"]
+    for name, (low, high) in expected["bands"].items():
+        assert low <= metrics[name] <= high, f"{name} = {metrics[name]:.4f} left its band [{low}, {high}]"

@@ -55,13 +55,29 @@ def test_static_scale_and_power_then_clamp():
 def test_fisher_distance_eq5_by_hand():
     mean = torch.tensor([[0.0, 0.0], [2.0, 1.0], [0.0, 3.0]])
     var = torch.tensor([[1.0, 1.0], [1.0, 3.0], [2.0, 0.5]])
-    d = fisher_distance(mean, var, eps=0.0)
+    d = fisher_distance(mean, var, reduce="mean", eps=0.0)
     # d01 = mean(4/2, 1/4) = 1.125 ; d02 = mean(0/3, 9/1.5) = 3 ; d12 = mean(4/3, 4/3.5)
     assert d[0, 1].item() == pytest.approx(1.125)
     assert d[0, 2].item() == pytest.approx(3.0)
     assert d[1, 2].item() == pytest.approx(0.5 * (4 / 3 + 4 / 3.5))
     assert torch.equal(d, d.T)
     assert torch.all(d.diagonal() == 0)
+    pooled = fisher_distance(mean, var, eps=0.0)  # sum of squared gaps over sum of variances
+    assert pooled[0, 1].item() == pytest.approx(5 / 6)
+    assert pooled[0, 2].item() == pytest.approx(9 / 4.5)
+    assert pooled[1, 2].item() == pytest.approx(8 / 6.5)
+
+
+def test_near_dead_relu_dimensions_do_not_split_classes_that_agree_elsewhere():
+    # Review case: two classes identical in 248 of 256 dimensions; in 8 near-dead ones one
+    # class fires weakly (mean 0.05, var 1e-4) and the other never (0, 0).
+    gen = torch.Generator().manual_seed(0)
+    live_mean = torch.rand(248, generator=gen)
+    live_var = torch.rand(248, generator=gen) * 0.5 + 0.1
+    mean = torch.stack([torch.cat([live_mean, torch.full((8,), 0.05)]), torch.cat([live_mean, torch.zeros(8)])])
+    var = torch.stack([torch.cat([live_var, torch.full((8,), 1e-4)]), torch.cat([live_var, torch.zeros(8)])])
+    assert fisher_distance(mean, var, reduce="mean")[0, 1].item() > 0.5  # the fragile reading splits them
+    assert fisher_distance(mean, var)[0, 1].item() < 0.01                # the pooled one does not
 
 
 def test_fisher_distance_blocks_match_a_direct_computation(monkeypatch):
@@ -70,15 +86,20 @@ def test_fisher_distance_blocks_match_a_direct_computation(monkeypatch):
     monkeypatch.setattr(stats, "_FISHER_BLOCK_ELEMENTS", 64)  # forces many small row blocks
     gen = torch.Generator().manual_seed(0)
     mean, var = torch.randn(23, 5, generator=gen), torch.rand(23, 5, generator=gen) + 0.1
-    direct = ((mean[:, None] - mean[None]) ** 2 / (var[:, None] + var[None] + 1e-6)).mean(-1)
+    floor = 1e-6 * var.mean()
+    direct = ((mean[:, None] - mean[None]) ** 2 / (var[:, None] + var[None] + floor)).mean(-1)
     direct.fill_diagonal_(0)
-    assert torch.allclose(fisher_distance(mean, var), direct, atol=1e-6)
+    assert torch.allclose(fisher_distance(mean, var, reduce="mean"), direct, atol=1e-6)
+    pooled = ((mean[:, None] - mean[None]) ** 2).sum(-1) / ((var[:, None] + var[None]).sum(-1) + 5 * floor)
+    pooled.fill_diagonal_(0)
+    assert torch.allclose(fisher_distance(mean, var), pooled, atol=1e-6)
 
 
 def test_fisher_distance_constant_dimensions_do_not_explode():
     mean = torch.tensor([[0.0, 1.0], [0.0, 2.0]])
     var = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # dim 0 is constant (e.g. a dead ReLU) in both
-    assert fisher_distance(mean, var)[0, 1].item() == pytest.approx(0.25, rel=1e-5)
+    assert fisher_distance(mean, var, reduce="mean")[0, 1].item() == pytest.approx(0.25, rel=1e-5)
+    assert fisher_distance(mean, var)[0, 1].item() == pytest.approx(0.5, rel=1e-5)
 
 
 def test_squared_euclidean_distance():

@@ -10,7 +10,7 @@ import pytest
 def test_make_finds_existing_data_and_reports_groups(tiny_data_dir, run_cli):
     code, out, err = run_cli("data", "make", "--preset", "tiny", "--seed", "0")
     assert code == 0, err
-    assert str(tiny_data_dir / "tiny-seed0") in out and "rare" in out and "frequent" in out
+    assert str(default_root("tiny", 0)) in out and "rare" in out and "frequent" in out
 
 
 def test_make_into_root_with_examples(tmp_path, run_cli):
@@ -22,7 +22,7 @@ def test_make_into_root_with_examples(tmp_path, run_cli):
 
 
 def test_check_good_folder_and_json(tiny_data_dir, run_cli):
-    folder = tiny_data_dir / "tiny-seed0"
+    folder = default_root("tiny", 0)
     code, out, _ = run_cli("data", "check", folder)
     assert code == 0 and out.count("ok ") == 2
     code, out, _ = run_cli("data", "check", folder / "annotations" / "lvis_v1_val.json")
@@ -67,7 +67,7 @@ def test_check_missing_images_in_folder(tiny_data_dir, tmp_path, run_cli):
     import shutil
 
     folder = tmp_path / "copy"
-    shutil.copytree(tiny_data_dir / "tiny-seed0" / "annotations", folder / "annotations")
+    shutil.copytree(default_root("tiny", 0) / "annotations", folder / "annotations")
     code, out, _ = run_cli("data", "check", folder)
     assert code == 2 and "image files missing" in out
 
@@ -75,12 +75,12 @@ def test_check_missing_images_in_folder(tiny_data_dir, tmp_path, run_cli):
 def test_stats_writes_histogram_and_counts(tiny_data_dir, tmp_path, run_cli):
     import pandas as pd
 
-    code, out, err = run_cli("data", "stats", tiny_data_dir / "tiny-seed0", "--out", tmp_path)
+    code, out, err = run_cli("data", "stats", default_root("tiny", 0), "--out", tmp_path)
     assert code == 0, err
     assert "rare" in out and "common" in out and "frequent" in out
     assert (tmp_path / "long_tail.png").stat().st_size > 5_000
     table = pd.read_csv(tmp_path / "class_counts.csv")
-    train = json.loads((tiny_data_dir / "tiny-seed0" / "annotations" / "lvis_v1_train.json").read_text())
+    train = json.loads((default_root("tiny", 0) / "annotations" / "lvis_v1_train.json").read_text())
     assert len(table) == len(train["categories"])
     assert table["train_instance_count"].sum() == len(train["annotations"])
     assert "val_image_count" in table
@@ -95,7 +95,7 @@ def test_stats_of_a_json_writes_next_to_it(lvis_doc, write_json, run_cli):
 
 def test_show_draws_examples(tiny_data_dir, tmp_path, run_cli):
     out_png = tmp_path / "ex.png"
-    code, _, err = run_cli("data", "show", tiny_data_dir / "tiny-seed0", "--n", "4", "--split", "val", "--out", out_png)
+    code, _, err = run_cli("data", "show", default_root("tiny", 0), "--n", "4", "--split", "val", "--out", out_png)
     assert code == 0, err
     assert out_png.stat().st_size > 10_000
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fasa_cli.data.embedded import default_root
 from fasa_cli.data import annotation_mask, check_dataset, class_groups, ensure_embedded, load_lvis_json
 from fasa_cli.data import embedded
 from fasa_cli.data.lvis_format import image_relpath
@@ -22,7 +23,7 @@ def tiny(tiny_data_dir):
 
 
 def test_layout_follows_lvis_and_mmdet(tiny, tiny_data_dir):
-    assert tiny.root == Path(tiny_data_dir) / "tiny-seed0"
+    assert tiny.root == Path(tiny_data_dir) / f"tiny-seed0-v{embedded.GENERATOR_VERSION}"
     for split, folder in (("train", tiny.train_images), ("val", tiny.val_images)):
         data = load_lvis_json(tiny.root / "annotations" / f"lvis_v1_{split}.json")
         first = data["images"][0]
@@ -140,11 +141,11 @@ def test_foreign_folder_is_not_mistaken_for_the_dataset(tiny, tmp_path):
 
 def test_default_root_uses_env_then_repo(monkeypatch, tmp_path):
     monkeypatch.setenv("FASA_DATA_DIR", str(tmp_path))
-    assert embedded.default_root("small", 2) == tmp_path / "small-seed2"
+    assert embedded.default_root("small", 2) == tmp_path / f"small-seed2-v{embedded.GENERATOR_VERSION}"
     monkeypatch.delenv("FASA_DATA_DIR")
     repo = embedded.repo_root()
     assert (repo / "pyproject.toml").is_file()
-    assert embedded.default_root("small", 2) == repo / "data" / "generated" / "small-seed2"
+    assert embedded.default_root("small", 2) == repo / "data" / "generated" / f"small-seed2-v{embedded.GENERATOR_VERSION}"
 
 
 @pytest.mark.parametrize("name", sorted(embedded.PRESETS))

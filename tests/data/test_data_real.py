@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from fasa_cli.data.embedded import default_root
 from fasa_cli.data.real import (
     coco_lt_bins,
     coco_lt_paths,
@@ -122,7 +123,7 @@ def test_coco_lt_paths_validates_layout(tmp_path):
 
 
 def test_lvis_v1_paths(tiny_data_dir, tmp_path):
-    src = tiny_data_dir / "tiny-seed0"
+    src = default_root("tiny", 0)
     paths = lvis_v1_paths(src)
     assert paths.data_prefix == src and paths.train_images == src / "train2017"
     # Images under <root>/coco/ (the other mmdet convention) are found too.

@@ -71,7 +71,9 @@ def write_fake_artefacts(config, run_dir: Path, seed: int, num_classes: int = 12
 class FakeRunner:
     """Stands in for the backend; can be told to raise on its n-th call (1-based)."""
 
-    def __init__(self, fail_on: int | None = None, error: BaseException | type = KeyboardInterrupt, artefacts: bool = True):
+    def __init__(self, fail_on: int | None = None, error: BaseException | type = KeyboardInterrupt, artefacts: bool = True,
+                 matches: bool = False):
+        self.matches = matches
         self.calls: list[tuple[str, int]] = []
         self.fail_on = fail_on
         self.error = error
@@ -87,4 +89,35 @@ class FakeRunner:
             raise self.error
         if self.artefacts:
             write_fake_artefacts(config, run_dir, seed)
+        if self.matches:
+            write_fake_matches(config, run_dir, seed)
         return {"metrics": fake_metrics(config, seed), "wall_s": 1.5, "peak_mem_mb": 100.0}
+
+
+def write_fake_matches(config, run_dir: Path, seed: int, images: int = 40) -> None:
+    """A match table (fasa_cli.evaluation.bootstrap) of 40 images and 3 classes (r, c, f):
+    each image has one ground truth per class and two detections; FASA runs find the rare
+    class's object more often."""
+    import numpy as np
+
+    from fasa_cli.evaluation.bootstrap import IOU_THRS, MatchTable
+
+    rng = np.random.default_rng([seed, 1 if config.fasa is not None else 0])
+    hit_rate = np.array([0.75 if config.fasa is not None else 0.45, 0.6, 0.8])
+    det_class, det_image, det_tp = [], [], []
+    for k in range(3):
+        for i in range(images):
+            hits = rng.random() < hit_rate[k]
+            det_class += [k, k]
+            det_image += [i, i]
+            det_tp += [hits, False]
+    det_class, det_image, det_tp = np.array(det_class), np.array(det_image), np.array(det_tp)
+    scores = rng.random(len(det_class)) + det_tp  # true positives score higher
+    order = np.lexsort((-scores, det_class))
+    tp = np.repeat(det_tp[order][None], len(IOU_THRS), axis=0)
+    table = MatchTable(
+        image_ids=np.arange(1, images + 1), class_ids=np.array([1, 2, 3]), frequency=np.array(["r", "c", "f"]),
+        det_class=det_class[order], det_image=det_image[order], det_tp=tp, det_fp=~tp,
+        gt_class=np.repeat(np.arange(3), images), gt_image=np.tile(np.arange(images), 3),
+        gt_count=np.ones(3 * images, dtype=int))
+    table.save(run_dir / "eval_matches.npz")

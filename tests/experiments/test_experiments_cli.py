@@ -32,8 +32,9 @@ def test_ablate_runs_then_skips_and_writes_the_table(tiny_spec_path, tmp_path, f
     code, out, err = _run(["ablate", str(tiny_spec_path), "--seeds", "0", "--results-dir", str(results)], capsys)
     assert code == 0, err
     assert len(fake_runner.calls) == 3 and "Tiny ablation" in out
-    table = (results / "tables" / "tiny.md").read_text()
+    table = (results / "tables" / "tiny--cpu-compact--embedded-tiny.md").read_text()
     assert "(ours: profile cpu-compact, dataset embedded-tiny)" in table and "1/2 seeds" in table
+    assert len(list(results.glob("records/tiny/cpu-compact--embedded-tiny/*/seed0.json"))) == 3
     code, out, _ = _run(["ablate", str(tiny_spec_path), "--seeds", "0", "--results-dir", str(results)], capsys)
     assert code == 0 and len(fake_runner.calls) == 3  # nothing re-run
     code, _, err = _run(["report", "--results-dir", str(results)], capsys)
@@ -44,12 +45,12 @@ def test_ablate_runs_then_skips_and_writes_the_table(tiny_spec_path, tmp_path, f
     ("argv", "words"),
     [
         (["ablate", "table99"], ["unknown spec 'table99'", "table1"]),
-        (["ablate", "table2"], ["method 'smote'", "not built", "--rows"]),
+        (["ablate", "table4"], ["method 'eql'", "not built", "--rows"]),
         (["ablate", "table1", "--profile", "lvis-r101"], ["does not run under profile"]),
         (["ablate", "table1", "--seeds", "a,b"], ["--seeds"]),
         (["ablate", "table1", "--rows", "nope"], ["no row 'nope'"]),
         (["compare", "--baselines", "smoteish"], ["unknown method 'smoteish'", "rfs"]),
-        (["compare", "--baselines", "rfs,smote", "--with", "fasa"], ["method 'smote'", "not built"]),
+        (["compare", "--baselines", "rfs,eql", "--with", "fasa"], ["method 'eql'", "not built"]),
         (["compare", "--baselines", "rfs", "--with", "moex"], ["--with 'moex'"]),
     ],
 )
@@ -65,11 +66,12 @@ def test_bad_input_is_one_line_exit_2_and_runs_nothing(argv, words, tmp_path, fa
 def test_malformed_spec_keeps_finished_results(tiny_spec_path, tmp_path, fake_runner, capsys):
     results = tmp_path / "results"
     assert _run(["ablate", str(tiny_spec_path), "--seeds", "0", "--results-dir", str(results)], capsys)[0] == 0
-    before = sorted(p.read_bytes() for p in results.glob("runs/**/record.json"))
+    before = sorted(p.read_bytes() for p in results.glob("records/**/seed*.json"))
+    assert len(before) == 3
     tiny_spec_path.write_text(tiny_spec_path.read_text().replace("fasa: {adaptive: true}", "fasa: {adaptive: true"))
     code, _, err = _run(["ablate", str(tiny_spec_path), "--results-dir", str(results)], capsys)
     assert code == 2 and f"{tiny_spec_path}:" in err and "malformed YAML" in err
-    assert sorted(p.read_bytes() for p in results.glob("runs/**/record.json")) == before
+    assert sorted(p.read_bytes() for p in results.glob("records/**/seed*.json")) == before
 
 
 def test_compare_with_fasa_builds_paired_rows(tmp_path, fake_runner, capsys):
@@ -78,6 +80,6 @@ def test_compare_with_fasa_builds_paired_rows(tmp_path, fake_runner, capsys):
                            "--results-dir", str(results)], capsys)
     assert code == 0, err
     assert len(fake_runner.calls) == 4
-    table = (results / "tables" / "compare--rfs--with-fasa.md").read_text()
+    table = (results / "tables" / "compare--rfs--with-fasa--cpu-compact--embedded-small.md").read_text()
     for label in ("Baseline", "Baseline + FASA", "Repeat factor sampling, threshold 1e-3 + FASA"):
         assert f"| {label} |" in table

@@ -32,16 +32,16 @@ def test_interrupted_ablation_resumes_without_redoing_finished_runs(tiny_spec, s
     interrupted = FakeRunner(fail_on=3)
     with pytest.raises(KeyboardInterrupt):
         run_ablation(tiny_spec, None, None, store, interrupted, _console())
-    finished = {r["run_dir"]: r for r in store.records()}
+    finished = [store.records_root / f"{r['record_id']}.json" for r in store.records()]
     assert len(finished) == 2  # the third run left no record ...
     third = run_key(tiny_spec, "static", 0, "cpu-compact")
     assert (store.run_dir(third) / "epoch_1.pth").is_file()  # ... only its partial checkpoint
-    before = {d: Path(d, "record.json").read_bytes() for d in finished}
+    before = {p: p.read_bytes() for p in finished}
 
     resumed = FakeRunner()
     run_ablation(tiny_spec, None, None, store, resumed, _console())
     assert len(resumed.calls) == 6 - 2
-    assert {d: Path(d, "record.json").read_bytes() for d in finished} == before
+    assert {p: p.read_bytes() for p in finished} == before
     assert len(list(store.records())) == 6
 
 
@@ -105,8 +105,8 @@ def test_identical_configs_are_reused_across_specs(tmp_path, tiny_spec_path, sto
 
 def test_unbuilt_rows_fail_before_any_run(store):
     runner = FakeRunner()
-    spec = load_spec("table2")
-    with pytest.raises(NotBuiltError, match="smote"):
+    spec = load_spec("table4")
+    with pytest.raises(NotBuiltError, match="eql"):
         run_ablation(spec, None, [0], store, runner, _console())
     assert runner.calls == [] and list(store.records()) == []
     with pytest.raises(NotBuiltError, match="paper-only"):

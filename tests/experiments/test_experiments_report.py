@@ -48,25 +48,32 @@ def test_empty_store_says_so(store):
     assert "No finished runs yet" in write_report(store).read_text()
 
 
-def _numbers(rows: dict[str, list[float]]) -> pd.DataFrame:
+def _numbers(rows: dict[str, list[float]], intervals: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     out = {}
     for name, values in rows.items():
         series = pd.Series(values, dtype=float)
+        low, high = (intervals or {}).get(name, (float("nan"), float("nan")))
         out[name] = {"APr_mean": series.mean(), "APr_std": series.std(ddof=1) if len(values) > 1 else float("nan"),
-                     "APr_n": len(values), "AP_mean": 20.0, "AP_std": 0.1, "AP_n": len(values)}
+                     "APr_n": len(values), "AP_mean": 20.0, "AP_std": 0.1, "AP_n": len(values),
+                     "APr_lo": low, "APr_hi": high, "APr_pairs": len(values)}
     return pd.DataFrame.from_dict(out, orient="index")
 
 
-def test_findings_follow_the_data(tiny_spec):
-    helps = describe_findings(tiny_spec, _numbers({"base": [5.0, 5.2], "fasa": [9.0, 9.4], "static": [5.1, 5.0]}))
+def test_findings_judge_by_the_paired_interval_not_the_seed_spread(tiny_spec):
+    # FASA's APr gain is inside the seed spread (5.1 +- 3 vs 9.2 +- 3) but its paired
+    # interval excludes 0; the static row's interval includes 0.
+    helps = describe_findings(tiny_spec, _numbers({"base": [2.0, 8.2], "fasa": [6.0, 12.4], "static": [5.1, 5.0]},
+                                                  {"fasa": (3.5, 4.7), "static": (-1.0, 0.8)}))
     fasa_apr = next(line for line in helps if line.startswith("+ FASA vs Baseline, APr"))
-    assert "+4.1" in fasa_apr and "higher beyond the seed spread" in fasa_apr and "same direction" in fasa_apr
+    assert "+4.1" in fasa_apr and "[+3.5, +4.7]" in fasa_apr and "excludes 0: higher" in fasa_apr
+    assert "same direction" in fasa_apr
     static_apr = next(line for line in helps if line.startswith("+ FA only vs Baseline, APr"))
-    assert "within the seed spread" in static_apr
-    hurts = describe_findings(tiny_spec, _numbers({"base": [9.0, 9.2], "fasa": [5.0, 5.4], "static": [5.0]}))
+    assert "includes 0, so no clear difference" in static_apr
+    hurts = describe_findings(tiny_spec, _numbers({"base": [9.0, 9.2], "fasa": [5.0, 5.4], "static": [5.0]},
+                                                  {"fasa": (-4.5, -3.4)}))
     fasa_apr = next(line for line in hurts if line.startswith("+ FASA vs Baseline, APr"))
-    assert "lower beyond the seed spread" in fasa_apr and "opposite direction" in fasa_apr
-    assert "too few seeds" in next(line for line in hurts if line.startswith("+ FA only vs Baseline, APr"))
+    assert "excludes 0: lower" in fasa_apr and "opposite direction" in fasa_apr
+    assert "not judged" in next(line for line in hurts if line.startswith("+ FA only vs Baseline, APr"))
 
 
 def test_figure_frames_average_over_seeds():

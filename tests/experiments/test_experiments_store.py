@@ -26,12 +26,36 @@ def _key(row: str = "base", seed: int = 0) -> RunKey:
 def test_layout_and_round_trip(store):
     key = _key()
     assert store.run_dir(key) == store.root / "runs/tiny/cpu-compact--embedded-tiny/base/seed0"
+    assert store.record_path(key) == store.root / "records/tiny/cpu-compact--embedded-tiny/base/seed0.json"
     assert not store.is_finished(key)
     store.write_record(key, _record(key, 0.25))
     assert store.is_finished(key)
     got = store.read_record(key)
     assert got["metrics"]["AP"] == 0.25 and got["run_dir"] == str(store.run_dir(key))
-    assert not list(store.run_dir(key).glob(".tmp-*"))  # the temp file is gone
+    assert got["record_id"] == "tiny/cpu-compact--embedded-tiny/base/seed0"
+    assert not list(store.record_path(key).parent.glob(".tmp-*"))  # the temp file is gone
+
+
+def test_records_are_compact_json_without_nan(store, tmp_path):
+    key = _key()
+    matches = tmp_path / "m.npz"
+    matches.write_bytes(b"table")
+    store.write_record(key, {**_record(key, 0.25), "metrics": {"AP": 0.25, "APs": float("nan")}}, matches=matches)
+    text = store.record_path(key).read_text()
+    assert "NaN" not in text and json.loads(text)["metrics"]["APs"] is None
+    assert (store.record_path(key).parent / "seed0.matches.npz").read_bytes() == b"table"
+    assert store.frame()["APs"].isna().all()
+
+
+def test_a_moved_store_reads_the_same(store, tmp_path):
+    import shutil
+
+    key = _key()
+    store.write_record(key, _record(key, 0.25))
+    moved = ResultStore(tmp_path / "moved")
+    shutil.copytree(store.root, moved.root)
+    got = moved.read_record(key)
+    assert got["metrics"]["AP"] == 0.25 and got["run_dir"] == str(moved.run_dir(key))
 
 
 def test_a_finished_record_is_never_overwritten(store):
@@ -42,7 +66,7 @@ def test_a_finished_record_is_never_overwritten(store):
         store.write_record(key, _record(key, 0.99))
     assert store.record_path(key).read_bytes() == before
     aside = store.move_aside(key)
-    assert aside is not None and (aside / "record.json").read_bytes() == before
+    assert aside is not None and aside.read_bytes() == before and "replaced" in aside.name
     store.write_record(key, _record(key, 0.99))
     assert store.read_record(key)["metrics"]["AP"] == 0.99
     # The kept-aside run is not a record any more.
@@ -123,9 +147,12 @@ def test_artefact_readers(store, tmp_path):
     (run_dir / "fasa_state.jsonl").write_text('{"epoch": 0}\n\n{"epoch": 1}\n')
     assert [e["epoch"] for e in store.read_artefact_jsonl(run_dir, "fasa_state.jsonl")] == [0, 1]
     assert store.read_artefact_jsonl(run_dir, "absent.jsonl") is None
+    # A torn last line (killed or full disk mid-append) is dropped; a torn line before the end is corruption.
     (run_dir / "torn.jsonl").write_text('{"epoch": 0}\n{"epo')
-    with pytest.raises(FasaError, match=r"torn.jsonl:2 is not valid JSON"):
-        store.read_artefact_jsonl(run_dir, "torn.jsonl")
+    assert store.read_artefact_jsonl(run_dir, "torn.jsonl") == [{"epoch": 0}]
+    (run_dir / "corrupt.jsonl").write_text('{"epo\n{"epoch": 1}\n')
+    with pytest.raises(FasaError, match=r"corrupt.jsonl:1 is not valid JSON"):
+        store.read_artefact_jsonl(run_dir, "corrupt.jsonl")
     (run_dir / "bad.json").write_text("{")
     with pytest.raises(FasaError, match="bad.json is not valid JSON"):
         store.read_artefact_json(run_dir, "bad.json")
@@ -135,4 +162,4 @@ def test_spec_snapshots(store):
     store.save_spec({"name": "tiny", "rows": []})
     store.save_spec({"name": "tiny", "rows": [1]})
     assert store.spec_snapshots() == {"tiny": {"name": "tiny", "rows": [1]}}
-    assert Path(store.runs_root / "tiny" / "spec.json").is_file()
+    assert Path(store.records_root / "tiny" / "spec.json").is_file()

@@ -71,3 +71,16 @@ def test_paper_only_rows_and_extra_paper_columns(store):
 def test_markdown_heading_names_profile_and_dataset(tiny_spec, store):
     text = spec_markdown(tiny_spec, store, "lvis-r50")
     assert text.startswith("## Table T: Tiny ablation (ours: profile lvis-r50, dataset lvis_v1)")
+
+
+def test_deltas_carry_paired_intervals_and_the_baseline_its_noise_floor(tiny_spec, store):
+    run_ablation(tiny_spec, None, [0, 1], store, FakeRunner(matches=True), Console(file=io.StringIO()))
+    numbers = summarize(tiny_spec, store)
+    low, high = numbers.loc["fasa", "APr_lo"], numbers.loc["fasa", "APr_hi"]
+    # Paired over the same images and seeds: the interval holds the full-split paired delta.
+    assert low <= numbers.loc["fasa", "APr_paired"] <= high and numbers.loc["fasa", "APr_pairs"] == 2
+    assert np.isnan(numbers.loc["base", "APr_lo"])
+    table = spec_table(tiny_spec, store).set_index("Row")
+    assert "[" in table.loc["+ FASA", "ΔAPr"] and table.loc["Baseline", "ΔAPr"] == ""
+    text = spec_markdown(tiny_spec, store, "cpu-compact")
+    assert "Noise floor of Baseline (2 seeds" in text and "evaluation sd" in text

@@ -1,0 +1,127 @@
+"""`fasa verify`: re-run committed (row, seed) records and say whether they reproduce.
+
+Two cases, decided per record before anything is compared:
+- *same setting*: the re-run's code (no change to the package, specs or set-up since the
+  record's commit), library versions, CPU model and features, thread count and data files
+  equal the record's. Training on CPU is then deterministic, so every metric must be
+  identical (timing and memory excepted).
+- *different setting* (another CPU, other versions, changed code): bit-identity is not
+  expected; the re-run reproduces the record when the paired 95 % bootstrap interval of
+  (re-run minus record) over validation images includes 0 for AP and APr.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from fasa_cli.backend.provenance import same_machine_type
+from fasa_cli.evaluation.bootstrap import paired_deltas
+from fasa_cli.experiments.execute import Runner, execute_run
+from fasa_cli.experiments.spec import ExperimentSpec
+from fasa_cli.experiments.store import ResultStore
+from fasa_cli.paths import repo_root
+
+# What the code of a run is: a change here may change numbers.
+CODE_PATHS = ("fasa_cli", "experiments", "pyproject.toml", "scripts/setup_env.sh")
+UNTIMED = ("train_s_per_iter", "train_mem_gb")
+INTERVAL_METRICS = ("AP", "APr")
+
+
+@dataclass
+class Verdict:
+    row: str
+    seed: int
+    case: str          # "same setting" | "different setting"
+    reasons: list[str]  # why the setting differs ([] for the same setting)
+    reproduced: bool
+    detail: str
+
+
+def code_changes_since(commit: str | None) -> list[str]:
+    """Files of CODE_PATHS that differ between `commit` and the working tree (['?'] if unknown)."""
+    root = repo_root()
+    if not commit or root is None:
+        return ["unknown code version"]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "diff", "--name-only", commit, "--", *CODE_PATHS],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ["git is not available"]
+    if out.returncode != 0:
+        return [f"commit {commit[:10]} is not in this clone"]
+    return [line for line in out.stdout.splitlines() if line.strip()]
+
+
+def compare(committed: dict, rerun: dict, store: ResultStore, scratch: ResultStore) -> Verdict:
+    reasons = same_machine_type(committed.get("provenance", {}), rerun.get("provenance", {}))
+    changed = code_changes_since(committed.get("code_version", {}).get("commit"))
+    if committed.get("code_version", {}).get("dirty"):
+        changed = ["the record was made from uncommitted code", *changed]
+    if changed:
+        reasons.append("code changed: " + ", ".join(changed[:5]) + (" …" if len(changed) > 5 else ""))
+    if not committed.get("provenance"):
+        reasons.append("the record has no provenance")
+    ours, theirs = rerun["metrics"], committed["metrics"]
+    names = sorted((set(ours) | set(theirs)) - set(UNTIMED))
+    differing = [n for n in names if not _same(ours.get(n), theirs.get(n))]
+    row, seed = committed["row"], committed["seed"]
+    if not reasons:
+        detail = "all metrics identical" if not differing else "differ: " + ", ".join(
+            f"{n} {_pct(theirs.get(n))} -> {_pct(ours.get(n))}" for n in differing[:6])
+        return Verdict(row, seed, "same setting", [], not differing, detail)
+    a, b = scratch.matches(rerun), store.matches(committed)
+    if a is None or b is None:
+        return Verdict(row, seed, "different setting", reasons, False, "no match tables to compare")
+    deltas = paired_deltas([a], [b], INTERVAL_METRICS)
+    inside = all(not d.excludes_zero for d in deltas.values())
+    detail = "; ".join(f"Δ{m} {100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" for m, d in deltas.items())
+    if not differing:
+        detail = "all metrics identical anyway; " + detail
+    return Verdict(row, seed, "different setting", reasons, inside, detail)
+
+
+def verify(spec: ExperimentSpec, profile: str, pairs: list[tuple[str, int]], store: ResultStore,
+           scratch: ResultStore, runner: Runner, dataset: str | None = None, progress=None) -> list[Verdict]:
+    """Re-run each (row, seed) into `scratch` (never into the committed store) and compare."""
+    verdicts = []
+    for row, seed in pairs:
+        committed = store.read_record(_key(spec, row, seed, profile, dataset))
+        if committed is None:
+            continue
+        committed = _own(store, committed)
+        rerun = execute_run(spec, row, seed, profile, scratch, runner, progress, dataset, reuse=False)
+        verdicts.append(compare(committed, rerun, store, scratch))
+    return verdicts
+
+
+def _key(spec, row, seed, profile, dataset):
+    from fasa_cli.experiments.execute import run_key
+
+    return run_key(spec, row, seed, profile, spec.resolve(row, profile, dataset).dataset)
+
+
+def _own(store: ResultStore, record: dict) -> dict:
+    """A reused record's numbers are its source run's; compare against that run."""
+    if record.get("reused_from"):
+        path = store.records_root / f"{record['reused_from']}.json"
+        if path.is_file():
+            source = store._load_record(path)
+            return {**source, "row": record["row"]}
+    return record
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _pct(value) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+
+
+def default_scratch(store: ResultStore) -> ResultStore:
+    return ResultStore(Path(store.root) / "verify")

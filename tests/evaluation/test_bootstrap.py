@@ -1,0 +1,61 @@
+"""Match tables and paired bootstrap intervals: exactly lvis-api's AP on any image subset."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fasa_cli.evaluation import evaluate_lvis
+from fasa_cli.evaluation.bootstrap import MatchTable, match_table, paired_deltas
+
+METRICS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+
+
+@pytest.fixture(scope="module")
+def dets(lvis_small_derive):
+    return lvis_small_derive.realistic("segm", seed=3)
+
+
+@pytest.fixture(scope="module")
+def table(lvis_gt_small, dets):
+    return match_table(lvis_gt_small, dets, "segm")
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12
+
+
+def test_full_split_equals_lvis_api(lvis_gt_small, dets, table):
+    reference = evaluate_lvis(lvis_gt_small, dets, "segm", backend="reference")
+    ours = {k: float(v[0]) for k, v in table.metrics().items()}
+    for name in METRICS:
+        assert _close(ours[name], reference[name]), (name, ours[name], reference[name])
+
+
+def test_a_zero_one_weighting_equals_lvis_api_on_that_subset(lvis_gt_small, dets, table):
+    keep = table.image_ids[::2]
+    subset = {**lvis_gt_small, "images": [im for im in lvis_gt_small["images"] if im["id"] in set(keep.tolist())],
+              "annotations": [a for a in lvis_gt_small["annotations"] if a["image_id"] in set(keep.tolist())]}
+    reference = evaluate_lvis(subset, [d for d in dets if d["image_id"] in set(keep.tolist())], "segm", backend="reference")
+    weights = np.isin(table.image_ids, keep).astype(float)[None]
+    ours = {k: float(v[0]) for k, v in table.metrics(weights).items()}
+    for name in METRICS:
+        assert _close(ours[name], reference[name]), (name, ours[name], reference[name])
+
+
+def test_save_and_load_round_trip(table, tmp_path):
+    again = MatchTable.load(table.save(tmp_path / "m.npz"))
+    assert np.array_equal(again.det_tp, table.det_tp) and np.array_equal(again.det_fp, table.det_fp)
+    assert again.metrics()["AP"][0] == table.metrics()["AP"][0]
+
+
+def test_paired_interval_of_a_run_with_itself_is_zero_and_a_worse_run_is_seen(lvis_small_derive, lvis_gt_small, table):
+    same = paired_deltas([table], [table], ("AP", "APr"), samples=50)
+    assert same["AP"].delta == 0 and same["AP"].low == 0 and same["AP"].high == 0
+    assert not same["AP"].excludes_zero
+    worse = match_table(lvis_gt_small, lvis_small_derive.jittered(lvis_small_derive.realistic("segm", seed=3), 0.3), "segm")
+    delta = paired_deltas([worse], [table], ("AP",), samples=100)["AP"]
+    assert delta.delta < 0 and delta.high < 0 and delta.excludes_zero
+    assert delta.low <= delta.delta <= delta.high
