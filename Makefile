@@ -24,6 +24,7 @@ bench: $(SETUP)
 	$(PY) -m benchmarks.bench_core
 	$(PY) -m benchmarks.bench_eval
 	$(PY) -m benchmarks.bench_train_step
+	$(PY) -m benchmarks.bench_methods
 
 doctor: $(SETUP)
 	$(FASA) doctor

@@ -93,8 +93,9 @@ def _paper_numbers(methods: list[str], metrics: list[str]) -> tuple[dict[tuple[s
                 if key not in found:
                     found[key] = {m: v for m, v in row.paper.items() if m in metrics}
                     used = True
-            if used:
-                sources.append(f"Table {spec.table} ({spec.paper_setting})")
+            source = f"Table {spec.table} ({spec.paper_setting})"
+            if used and source not in sources:
+                sources.append(source)
             if (method, False) in found:
                 break
     return found, sources

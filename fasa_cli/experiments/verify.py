@@ -1,9 +1,9 @@
 """`fasa verify`: re-run committed (row, seed) records and say whether they reproduce.
 
 Two cases, decided per record before anything is compared:
-- *same setting*: the re-run's code (no change to the package, specs or set-up since the
-  record's commit), library versions, CPU model and features, thread count and data files
-  equal the record's. Training on CPU is then deterministic, so every metric must be
+- *same setting*: the re-run's code (no change since the record's commit to the code that
+  computes numbers, CODE_PATHS), library versions, CPU model and features, thread count and
+  data files equal the record's. Training on CPU is then deterministic, so every metric must be
   identical (timing and memory excepted).
 - *different setting* (another CPU, other versions, changed code): bit-identity is not
   expected; the re-run reproduces the record when the paired 95 % bootstrap interval of
@@ -24,8 +24,12 @@ from fasa_cli.experiments.spec import ExperimentSpec
 from fasa_cli.experiments.store import ResultStore
 from fasa_cli.paths import repo_root
 
-# What the code of a run is: a change here may change numbers.
-CODE_PATHS = ("fasa_cli", "experiments", "pyproject.toml", "scripts/setup_env.sh")
+# The code that computes a run's numbers: a change here may change them. Tables, reports,
+# commands and specs are left out (a spec change shows as a different config hash, which
+# the record check refuses before anything is compared); library versions are in the
+# provenance.
+CODE_PATHS = ("fasa_cli/core", "fasa_cli/methods", "fasa_cli/mmdet_ext", "fasa_cli/backend", "fasa_cli/data",
+              "fasa_cli/evaluation", "fasa_cli/runconfig.py", "fasa_cli/rundir.py")
 UNTIMED = ("train_s_per_iter", "train_mem_gb")
 INTERVAL_METRICS = ("AP", "APr")
 

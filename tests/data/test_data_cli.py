@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from fasa_cli.data.embedded import default_root
+
 
 def test_make_finds_existing_data_and_reports_groups(tiny_data_dir, run_cli):
     code, out, err = run_cli("data", "make", "--preset", "tiny", "--seed", "0")

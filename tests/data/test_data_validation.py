@@ -32,7 +32,7 @@ def cache_dir(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_copy(tiny_data_dir, tmp_path):
     """A private copy of the generated tiny dataset, free to break."""
-    root = tmp_path / "tiny-seed0"
+    root = tmp_path / default_root("tiny", 0).name
     shutil.copytree(default_root("tiny", 0), root)
     return root
 

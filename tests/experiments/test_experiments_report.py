@@ -86,3 +86,25 @@ def test_figure_frames_average_over_seeds():
     frame = norms_frame(norms)
     assert list(frame["class_id"]) == [2, 3, 1]  # head to tail
     assert frame.set_index("class_id").loc[1, "mean"] == 1.5
+
+
+def test_a_fresh_clone_rebuilds_the_committed_report_from_records_alone(tiny_spec, store, tmp_path):
+    import shutil
+
+    run_ablation(tiny_spec, None, None, store, FakeRunner(matches=True), _quiet())
+    committed = write_report(store).read_bytes()
+    # A fresh clone has the committed records and nothing else: no run folders, no spec file.
+    clone = tmp_path / "clone" / "results"
+    shutil.copytree(store.records_root, clone / "records")
+    from fasa_cli.experiments.store import ResultStore
+
+    rebuilt = write_report(ResultStore(clone)).read_bytes()
+    assert rebuilt == committed
+    assert b"No finished runs" not in rebuilt and b"[" in rebuilt  # tables with paired intervals
+
+
+def test_benchmark_rows_become_dotted_keys_not_raw_json(store):
+    store.benchmarks_dir.mkdir(parents=True)
+    (store.benchmarks_dir / "eval.json").write_text(json.dumps({"rows": [{"iou_type": "bbox", "speedup": 6.9}]}))
+    text = write_report(store).read_text()
+    assert "| rows.0.speedup | 6.9 |" in text and '{"iou_type"' not in text

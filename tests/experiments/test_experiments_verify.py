@@ -1,0 +1,66 @@
+"""`fasa verify`: which case applies (same setting or not) and what counts as reproduced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import fasa_cli.experiments.execute as execute
+import fasa_cli.experiments.verify as verify_mod
+from experiments_fakes import FakeRunner
+from fasa_cli.experiments.execute import execute_run
+from fasa_cli.experiments.verify import default_scratch, verify
+
+PROVENANCE = {"versions": {"torch": "2.13.0"}, "cpu": {"model": "X", "flags": ["avx2"], "torch_capability": "AVX2"},
+              "threads": 2, "deterministic": {"algorithms": True}, "gpu": None, "data": {"val_sha256": "abc"}}
+
+
+class _Runner(FakeRunner):
+    def __init__(self, provenance: dict, shift: float = 0.0):
+        super().__init__(matches=True)
+        self.provenance, self.shift = provenance, shift
+
+    def __call__(self, config, run_dir, seed, on_progress=None):
+        result = super().__call__(config, run_dir, seed, on_progress)
+        (run_dir / "provenance.json").write_text(json.dumps(self.provenance))
+        result["metrics"] = {k: v + self.shift for k, v in result["metrics"].items()}
+        return result
+
+
+@pytest.fixture
+def clean_code(monkeypatch):
+    monkeypatch.setattr(execute, "code_version", lambda: {"commit": "c0ffee", "dirty": False})
+    monkeypatch.setattr(verify_mod, "code_changes_since", lambda commit: [])
+
+
+def test_same_setting_demands_identical_numbers(tiny_spec, store, clean_code):
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", store, _Runner(PROVENANCE))
+    [same] = verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Runner(PROVENANCE))
+    assert same.case == "same setting" and same.reproduced and same.detail == "all metrics identical"
+    scratch = default_scratch(store)
+    assert scratch.root == store.root / "verify" and len(list(store.records())) == 1  # committed store untouched
+    shifted = store.root / "other"
+    from fasa_cli.experiments.store import ResultStore
+
+    other = ResultStore(shifted)
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", other, _Runner(PROVENANCE))
+    [moved] = verify(tiny_spec, "cpu-compact", [("fasa", 0)], other, default_scratch(other), _Runner(PROVENANCE, 1e-4))
+    assert moved.case == "same setting" and not moved.reproduced and "AP" in moved.detail
+
+
+def test_another_machine_is_judged_by_the_paired_interval_and_says_why(tiny_spec, store, clean_code):
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", store, _Runner(PROVENANCE))
+    elsewhere = {**PROVENANCE, "cpu": {**PROVENANCE["cpu"], "model": "Y", "flags": ["avx2", "avx512f"]}, "threads": 8}
+    [verdict] = verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Runner(elsewhere, 1e-4))
+    assert verdict.case == "different setting" and verdict.reproduced  # same match tables: Δ 0 inside
+    assert any("CPU model X vs Y" in r for r in verdict.reasons) and any("threads" in r for r in verdict.reasons)
+    assert "ΔAPr" in verdict.detail
+
+
+def test_changed_code_is_a_different_setting(tiny_spec, store, monkeypatch):
+    monkeypatch.setattr(execute, "code_version", lambda: {"commit": "c0ffee", "dirty": False})
+    monkeypatch.setattr(verify_mod, "code_changes_since", lambda commit: ["fasa_cli/core/fasa.py"])
+    execute_run(tiny_spec, "base", 0, "cpu-compact", store, _Runner(PROVENANCE))
+    [verdict] = verify(tiny_spec, "cpu-compact", [("base", 0)], store, default_scratch(store), _Runner(PROVENANCE))
+    assert verdict.case == "different setting" and "code changed: fasa_cli/core/fasa.py" in verdict.reasons
