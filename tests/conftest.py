@@ -25,3 +25,20 @@ def tiny_data_dir(tmp_path_factory):
         os.environ.pop("FASA_DATA_DIR", None)
     else:
         os.environ["FASA_DATA_DIR"] = previous
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `fasa ...` in-process through the real entry point; (exit code, stdout, stderr)."""
+    from fasa_cli.cli import main
+
+    def run(*argv: str):
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -31,22 +31,6 @@ def never_train(monkeypatch, tmp_path):
     monkeypatch.setenv("FASA_DATA_DIR", str(tmp_path / "default-data"))
 
 
-@pytest.fixture
-def run_cli(capsys):
-    """`fasa ...` in-process through the real entry point: (exit code, stdout, stderr)."""
-
-    def run(*argv):
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def one_error_line(code, out, err) -> str:
     assert code == 2, (out, err)
     assert "Traceback" not in out + err

@@ -144,8 +144,17 @@ def verify(
             pairs.append((record["row"], record["seed"]))
     console = wide_console()
     console.print(f"re-running {len(pairs)} run(s) of {loaded.name} into {default_scratch(store).root}")
-    verdicts = run_verify(loaded, used_profile, pairs, store, default_scratch(store), _lazy(RUNNER_FACTORY or default_runner),
-                          dataset=dataset)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("re-run", total=None)
+
+        def on_progress(done: int, total: int, note: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"re-run {note}")
+
+        verdicts = run_verify(loaded, used_profile, pairs, store, default_scratch(store),
+                              _lazy(RUNNER_FACTORY or default_runner), dataset=dataset, progress=on_progress)
     table = Table(title=f"fasa verify {loaded.name} ({used_profile}, {used_dataset})")
     for column in ("row", "seed", "case", "reproduced", "detail", "why the setting differs"):
         table.add_column(column)

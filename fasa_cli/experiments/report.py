@@ -18,7 +18,7 @@ import pandas as pd
 from fasa_cli.errors import FasaError
 from fasa_cli.experiments.spec import ExperimentSpec, load_spec
 from fasa_cli.experiments.store import ResultStore
-from fasa_cli.experiments.tables import decimals, signed, spec_markdown, summarize
+from fasa_cli.experiments.tables import decimals, signed, spec_markdown, summarize, write_table
 
 GROUPS = (("r", "rare"), ("c", "common"), ("f", "frequent"))
 PAPER_PROFILES_NOTE = (
@@ -57,6 +57,7 @@ def write_report(store: ResultStore) -> Path:
             if spec is None or profile not in spec.profiles:
                 parts += ["", f"## {name} ({profile}, {dataset})", "", "Runs exist but their spec is unknown; not tabulated."]
                 continue
+            write_table(store, spec, profile, dataset)  # tables/ stays in step with the report
             parts += ["", spec_markdown(spec, store, profile, dataset).rstrip()]
             findings = describe_findings(spec, summarize(spec, store, profile, dataset=dataset))
             if findings:

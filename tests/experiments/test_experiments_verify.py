@@ -64,3 +64,22 @@ def test_changed_code_is_a_different_setting(tiny_spec, store, monkeypatch):
     execute_run(tiny_spec, "base", 0, "cpu-compact", store, _Runner(PROVENANCE))
     [verdict] = verify(tiny_spec, "cpu-compact", [("base", 0)], store, default_scratch(store), _Runner(PROVENANCE))
     assert verdict.case == "different setting" and "code changed: fasa_cli/core/fasa.py" in verdict.reasons
+
+
+def test_the_verify_command_reports_each_run_and_exits_by_the_outcome(tiny_spec_path, tmp_path, monkeypatch, capsys):
+    import fasa_cli.commands.experiments as commands
+    from fasa_cli.cli import main
+
+    results = tmp_path / "results"
+    monkeypatch.setattr(commands, "RUNNER_FACTORY", lambda: FakeRunner(matches=True))
+    with pytest.raises(SystemExit) as done:
+        main(["ablate", str(tiny_spec_path), "--seeds", "0", "--results-dir", str(results)])
+    assert done.value.code in (0, None)
+    with pytest.raises(SystemExit) as done:
+        main(["verify", str(tiny_spec_path), "--rows", "base,fasa", "--results-dir", str(results)])
+    out = capsys.readouterr().out
+    assert done.value.code in (0, None), out
+    assert "all 2 run(s) reproduced" in out and "different setting" in out  # fakes carry no provenance
+    with pytest.raises(SystemExit) as done:
+        main(["verify", str(tiny_spec_path), "--seeds", "7", "--results-dir", str(results)])
+    assert done.value.code == 2 and "no committed records" in capsys.readouterr().err
