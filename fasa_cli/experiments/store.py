@@ -34,6 +34,9 @@ from fasa_cli.jsonio import dumps_json
 from fasa_cli.rundir import read_jsonl, run_lock
 
 SPEC_SNAPSHOT = "spec.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_SHARED_MODE = 0o666 & ~_UMASK
 MATCHES_SUFFIX = ".matches.npz"
 _RECORD_FILE = re.compile(r"^seed(\d+)\.json$")
 RECORD_COLUMNS = ["spec", "table", "row", "seed", "profile", "dataset", "config_hash", "wall_s", "peak_mem_mb"]
@@ -225,12 +228,14 @@ def _finished_error(key: RunKey) -> FasaError:
 
 def _temp_path(folder: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.fchmod(fd, _SHARED_MODE)
     os.close(fd)
     return Path(name)
 
 
 def _write_temp(folder: Path, text: str) -> Path:
     fd, name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    os.fchmod(fd, _SHARED_MODE)  # mkstemp makes 0600; a record is read by whoever reads the results
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
