@@ -167,6 +167,12 @@ def _figures_for(store: ResultStore, spec: ExperimentSpec, profile: str, dataset
             out = store.figures_dir / f"fig3a_{spec.name}_{profile}--{dataset}_{row.name}.png"
             plot_group_probabilities(states, out, f"{spec.name} · {row.label} · {profile}, {dataset}")
             figures.append(out)
+            frequency = next((r["classifier_norms"]["frequency"] for r in records
+                              if r["row"] == row.name and r.get("classifier_norms")), None)
+            if frequency is not None and any(e.get("probs") for s in states.values() for e in s):
+                out = store.figures_dir / f"fig3b_{spec.name}_{profile}--{dataset}_{row.name}.png"
+                plot_class_probabilities(states, frequency, out, f"{spec.name} · {row.label} · {profile}, {dataset}")
+                figures.append(out)
     norms: dict[str, dict[int, dict]] = {}
     for record in records:
         if record.get("classifier_norms"):
@@ -215,6 +221,44 @@ def plot_group_probabilities(states: dict[int, list[dict]], out: Path, title: st
     ax.set_ylabel("mean sampling probability p_c")
     ax.set_title(f"{title}\n(mean ± std over {len(states)} seed(s))", fontsize=9)
     ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def class_probability_frame(states: dict[int, list[dict]], frequency: list[str]) -> pd.DataFrame:
+    """Per (class, epoch): the class's group letter and its sampling probability, mean over seeds."""
+    rows = [
+        {"seed": seed, "epoch": entry["epoch"], "class_index": k, "group": frequency[k], "p": float(p)}
+        for seed, entries in states.items()
+        for entry in entries
+        for k, p in enumerate(entry.get("probs") or [])
+    ]
+    frame = pd.DataFrame(rows, columns=["seed", "epoch", "class_index", "group", "p"])
+    return frame.groupby(["group", "class_index", "epoch"])["p"].mean().reset_index()
+
+
+def plot_class_probabilities(states: dict[int, list[dict]], frequency: list[str], out: Path, title: str) -> Path:
+    """Fig. 3b: every class's sampling probability over training, one panel per group."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    frame = class_probability_frame(states, frequency)
+    fig = Figure(figsize=(9, 3.4), dpi=110)
+    axes = fig.subplots(1, 3, sharey=True)
+    positive = (frame["p"] > 0).all() and not frame.empty
+    for ax, (group, name) in zip(axes, GROUPS):
+        part = frame[frame["group"] == group]
+        for _, one in part.groupby("class_index"):
+            ax.plot(one["epoch"], one["p"], linewidth=0.9, alpha=0.7)
+        ax.set_title(f"{name} ({part['class_index'].nunique()} classes)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if positive:
+            ax.set_yscale("log")
+    axes[0].set_ylabel("sampling probability p_c")
+    fig.suptitle(f"{title} (per class, mean over {len(states)} seed(s))", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -6,11 +6,18 @@ import io
 import json
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
 from experiments_fakes import FakeRunner
 from fasa_cli.experiments.execute import run_ablation
-from fasa_cli.experiments.report import describe_findings, group_probability_frame, norms_frame, write_report
+from fasa_cli.experiments.report import (
+    class_probability_frame,
+    describe_findings,
+    group_probability_frame,
+    norms_frame,
+    write_report,
+)
 from fasa_cli.experiments.spec import load_spec
 
 
@@ -31,6 +38,8 @@ def test_report_tables_figures_and_benchmarks(tiny_spec, store):
     assert figures == [
         "fig3a_tiny_cpu-compact--embedded-tiny_fasa.png",
         "fig3a_tiny_cpu-compact--embedded-tiny_static.png",
+        "fig3b_tiny_cpu-compact--embedded-tiny_fasa.png",
+        "fig3b_tiny_cpu-compact--embedded-tiny_static.png",
         "fig4_tiny_cpu-compact--embedded-tiny.png",
     ]
     for name in figures:
@@ -108,3 +117,11 @@ def test_benchmark_rows_become_dotted_keys_not_raw_json(store):
     (store.benchmarks_dir / "eval.json").write_text(json.dumps({"rows": [{"iou_type": "bbox", "speedup": 6.9}]}))
     text = write_report(store).read_text()
     assert "| rows.0.speedup | 6.9 |" in text and '{"iou_type"' not in text
+
+
+def test_class_probability_frame_keeps_each_class_in_its_group_averaged_over_seeds():
+    states = {0: [{"epoch": 0, "probs": [0.1, 0.01]}, {"epoch": 1, "probs": [0.2, 0.01]}],
+              1: [{"epoch": 0, "probs": [0.3, 0.03]}, {"epoch": 1, "probs": [0.4, 0.03]}]}
+    frame = class_probability_frame(states, ["r", "f"]).set_index(["class_index", "epoch"])
+    assert frame.loc[(0, 0), "p"] == pytest.approx(0.2) and frame.loc[(0, 1), "p"] == pytest.approx(0.3)
+    assert frame.loc[(1, 0), "group"] == "f" and frame.loc[(1, 1), "p"] == pytest.approx(0.02)
