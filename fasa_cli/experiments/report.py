@@ -35,8 +35,8 @@ def write_report(store: ResultStore) -> Path:
     It depends on the records alone (no clock, no local run folders), so a fresh clone
     rebuilds the committed report byte for byte."""
     runs = store.frame()
-    finished = [r.get("finished") for r in store.records() if r.get("finished")]
-    latest = f", the latest finished {max(finished)}" if finished else ""
+    finished = runs["finished"].dropna() if "finished" in runs else []
+    latest = f", the latest finished {max(finished)}" if len(finished) else ""
     parts = [
         "# FASA reproduction report",
         "",
@@ -57,8 +57,9 @@ def write_report(store: ResultStore) -> Path:
             if spec is None or profile not in spec.profiles:
                 parts += ["", f"## {name} ({profile}, {dataset})", "", "Runs exist but their spec is unknown; not tabulated."]
                 continue
-            write_table(store, spec, profile, dataset)  # tables/ stays in step with the report
-            parts += ["", spec_markdown(spec, store, profile, dataset).rstrip()]
+            section = spec_markdown(spec, store, profile, dataset)
+            write_table(store, spec, profile, dataset, section)  # tables/ stays in step with the report
+            parts += ["", section.rstrip()]
             findings = describe_findings(spec, summarize(spec, store, profile, dataset=dataset))
             if findings:
                 parts += ["", "What our numbers show:", *[f"- {line}" for line in findings]]

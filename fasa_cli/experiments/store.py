@@ -17,6 +17,7 @@ fails if the name exists, so even two writers of the same run cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -39,7 +40,7 @@ os.umask(_UMASK)
 _SHARED_MODE = 0o666 & ~_UMASK
 MATCHES_SUFFIX = ".matches.npz"
 _RECORD_FILE = re.compile(r"^seed(\d+)\.json$")
-RECORD_COLUMNS = ["spec", "table", "row", "seed", "profile", "dataset", "config_hash", "wall_s", "peak_mem_mb"]
+RECORD_COLUMNS = ["spec", "table", "row", "seed", "profile", "dataset", "config_hash", "wall_s", "peak_mem_mb", "finished"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,11 @@ class ResultStore:
         path = self.record_path(key)
         return self._load_record(path) if path.is_file() else None
 
+    def record_by_id(self, record_id: str) -> dict[str, Any] | None:
+        """A record named by its id (e.g. a `reused_from`), or None."""
+        path = self.records_root / f"{record_id}.json"
+        return self._load_record(path) if path.is_file() else None
+
     def _load_record(self, path: Path) -> dict[str, Any]:
         record = _read_json(path)
         rel = path.relative_to(self.records_root).with_suffix("")
@@ -133,20 +139,17 @@ class ResultStore:
         be redone; nothing finished is deleted. Returns the record's new path."""
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         folder = self.run_dir(key)
-        if folder.exists():
-            with run_lock(folder):  # fail before anything moves if the run is in use
-                pass
-        record = self.record_path(key)
-        aside = None
-        if record.exists():
-            aside = record.with_name(f"seed{key.seed}.replaced-{stamp}.json")
-            os.replace(record, aside)
-        matches = record.with_name(f"seed{key.seed}{MATCHES_SUFFIX}")
-        if matches.exists():
-            os.replace(matches, record.with_name(f"seed{key.seed}.replaced-{stamp}{MATCHES_SUFFIX}"))
-        folder = self.run_dir(key)
-        if folder.exists():
-            with run_lock(folder):  # never move a folder another command is training in
+        # Held throughout: fail before anything moves if another command uses the run.
+        with run_lock(folder) if folder.exists() else contextlib.nullcontext():
+            record = self.record_path(key)
+            aside = None
+            if record.exists():
+                aside = record.with_name(f"seed{key.seed}.replaced-{stamp}.json")
+                os.replace(record, aside)
+            matches = record.with_name(f"seed{key.seed}{MATCHES_SUFFIX}")
+            if matches.exists():
+                os.replace(matches, record.with_name(f"seed{key.seed}.replaced-{stamp}{MATCHES_SUFFIX}"))
+            if folder.exists():
                 os.replace(folder, folder.with_name(f"{folder.name}.replaced-{stamp}"))
         return aside
 
@@ -171,9 +174,6 @@ class ResultStore:
             flat.update({k: (float("nan") if v is None else v) for k, v in record.get("metrics", {}).items()})
             rows.append(flat)
         return pd.DataFrame(rows, columns=None if rows else [*RECORD_COLUMNS, "record_id"])
-
-    def relative_dir(self, record: dict[str, Any]) -> str:
-        return record["record_id"]
 
     def source_id(self, record: dict[str, Any]) -> str:
         """The record that holds the run's own results (itself, or the run it reused)."""

@@ -105,17 +105,13 @@ def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) ->
         return {}
     mine = _current_records(spec, store, row, profile, dataset)
     theirs = _current_records(spec, store, ref, profile, dataset)
-    pairs = []
-    for seed in sorted(set(mine) & set(theirs) & set(seeds)):
-        a, b = store.matches(mine[seed]), store.matches(theirs[seed])
-        if a is not None and b is not None:
-            pairs.append((a, b))
-    if not pairs:
-        return {}
-    key = (tuple(store.source_id(mine[s]) for s in sorted(set(mine) & set(theirs) & set(seeds))),
-           tuple(store.source_id(theirs[s]) for s in sorted(set(mine) & set(theirs) & set(seeds))), tuple(wanted))
+    common = sorted(set(mine) & set(theirs) & set(seeds))
+    key = (str(store.records_root), tuple(store.source_id(mine[s]) for s in common), tuple(store.source_id(theirs[s]) for s in common),
+           tuple(wanted))
     if key not in _INTERVALS:  # a report asks for the same pair in several tables
-        _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted)
+        pairs = [(store.matches(mine[s]), store.matches(theirs[s])) for s in common]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted) if pairs else {}
     return _INTERVALS[key]
 
 
@@ -268,10 +264,11 @@ def table_path(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: 
     return store.tables_dir / f"{spec.name}--{profile}--{dataset}.md"
 
 
-def write_table(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: str):
+def write_table(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: str, text: str | None = None):
+    """Write the table file; `text` is the section when the caller has built it already."""
     path = table_path(store, spec, profile, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(spec_markdown(spec, store, profile, dataset), encoding="utf-8")
+    path.write_text(text if text is not None else spec_markdown(spec, store, profile, dataset), encoding="utf-8")
     return path
 
 

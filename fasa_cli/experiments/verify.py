@@ -109,12 +109,8 @@ def _key(spec, row, seed, profile, dataset):
 
 def _own(store: ResultStore, record: dict) -> dict:
     """A reused record's numbers are its source run's; compare against that run."""
-    if record.get("reused_from"):
-        path = store.records_root / f"{record['reused_from']}.json"
-        if path.is_file():
-            source = store._load_record(path)
-            return {**source, "row": record["row"]}
-    return record
+    source = store.record_by_id(record["reused_from"]) if record.get("reused_from") else None
+    return {**source, "row": record["row"]} if source else record
 
 
 def _same(a, b) -> bool:
