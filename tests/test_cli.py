@@ -54,3 +54,16 @@ def test_roi_align_matches_a_hand_computed_average():
     roi = torch.tensor([[0, 0.0, 0.0, 4.0, 4.0]])
     out = RoIAlign((1, 1), spatial_scale=1.0, sampling_ratio=2, aligned=True)(feats, roi)
     assert out.item() == pytest.approx(feats.mean().item(), abs=1e-5)
+
+
+def test_metrics_table_shows_a_missing_metric_as_na():
+    """A metric stored as null (NaN, e.g. APs with no small objects) must not crash `fasa train`'s
+    summary after the record is already written."""
+    from rich.console import Console
+
+    from fasa_cli.commands.runs import _metrics_table
+
+    console = Console(record=True, width=80)
+    console.print(_metrics_table("t", {"AP": 0.25, "APs": None, "train_s_per_iter": 0.5}))
+    text = console.export_text()
+    assert "25.0" in text and "n/a" in text and "0.5" in text

@@ -161,6 +161,12 @@ def verify(
     for v in verdicts:
         table.add_row(v.row, str(v.seed), v.case, "yes" if v.reproduced else "NO", v.detail, "; ".join(v.reasons) or "—")
     console.print(table)
+    from datetime import datetime, timezone
+
+    from fasa_cli.experiments.verify import write_log
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    console.print(f"verdicts logged in {write_log(store, loaded.name, used_profile, used_dataset, verdicts, when)}")
     failed = [v for v in verdicts if not v.reproduced]
     if failed:
         console.print(f"{len(failed)} of {len(verdicts)} run(s) did not reproduce")

@@ -22,7 +22,12 @@ def _metrics_table(title: str, metrics: dict) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
-        shown = f"{100 * value:.1f}" if name.removeprefix("bbox_") in _PERCENT else f"{value:.4g}"
+        if value is None:  # a metric with nothing to measure (e.g. an empty size range)
+            shown = "n/a"
+        elif name.removeprefix("bbox_") in _PERCENT:
+            shown = f"{100 * value:.1f}"
+        else:
+            shown = f"{value:.4g}"
         table.add_row(name, shown)
     return table
 

@@ -42,6 +42,8 @@ class Verdict:
     reasons: list[str]  # why the setting differs ([] for the same setting)
     reproduced: bool
     detail: str
+    record_id: str = ""
+    rerun: dict | None = None  # what re-ran it: code version and machine (for the verification log)
 
 
 def code_changes_since(commit: str | None) -> list[str]:
@@ -66,6 +68,7 @@ def compare(committed: dict, rerun: dict, store: ResultStore, scratch: ResultSto
         changed = ["the record was made from uncommitted code", *changed]
     if changed:
         reasons.append("code changed: " + ", ".join(changed[:5]) + (" …" if len(changed) > 5 else ""))
+        reasons.extend(_at_commit_hint(committed))
     if not committed.get("provenance"):
         reasons.append("the record has no provenance")
     ours, theirs = rerun["metrics"], committed["metrics"]
@@ -97,8 +100,45 @@ def verify(spec: ExperimentSpec, profile: str, pairs: list[tuple[str, int]], sto
             continue
         committed = _own(store, committed)
         rerun = execute_run(spec, row, seed, profile, scratch, runner, progress, dataset, reuse=False)
-        verdicts.append(compare(committed, rerun, store, scratch))
+        verdict = compare(committed, rerun, store, scratch)
+        verdict.record_id = committed.get("record_id", "")
+        verdict.rerun = {"code_version": rerun.get("code_version"), "machine": _machine(rerun.get("provenance", {}))}
+        verdicts.append(verdict)
     return verdicts
+
+
+def _at_commit_hint(committed: dict) -> list[str]:
+    """Where bit-identity can still be checked: a checkout of the record's own commit."""
+    commit = (committed.get("code_version") or {}).get("commit")
+    return [f"for bit-identity, verify from a checkout of the record's commit: "
+            f"git worktree add ../at-{commit[:8]} {commit[:10]}"] if commit else []
+
+
+def _machine(provenance: dict) -> dict:
+    cpu = provenance.get("cpu") or {}
+    return {"cpu": cpu.get("model"), "capability": cpu.get("torch_capability"), "threads": provenance.get("threads"),
+            "gpu": provenance.get("gpu"), "versions": provenance.get("versions")}
+
+
+def log_path(store: ResultStore, spec: str, profile: str, dataset: str) -> Path:
+    """The committed verification log of one table: the latest verdict of every (row, seed)."""
+    return Path(store.root) / "verified" / f"{spec}--{profile}--{dataset}.json"
+
+
+def write_log(store: ResultStore, spec: str, profile: str, dataset: str, verdicts: list[Verdict], when: str) -> Path:
+    """Merge `verdicts` into the table's verification log (atomically; other entries kept)."""
+    import json
+
+    from fasa_cli.jsonio import write_json
+
+    path = log_path(store, spec, profile, dataset)
+    log = json.loads(path.read_text()) if path.exists() else {}
+    for v in verdicts:
+        log[f"{v.row}/seed{v.seed}"] = {"record_id": v.record_id, "case": v.case, "reproduced": v.reproduced,
+                                        "detail": v.detail, "reasons": v.reasons, "verified_at": when,
+                                        "verified_with": v.rerun}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_json(path, log)
 
 
 def _key(spec, row, seed, profile, dataset):

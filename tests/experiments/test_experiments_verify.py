@@ -83,3 +83,27 @@ def test_the_verify_command_reports_each_run_and_exits_by_the_outcome(tiny_spec_
     with pytest.raises(SystemExit) as done:
         main(["verify", str(tiny_spec_path), "--seeds", "7", "--results-dir", str(results)])
     assert done.value.code == 2 and "no committed records" in capsys.readouterr().err
+
+
+def test_verdicts_are_logged_per_row_and_seed_and_merged(tiny_spec, store, clean_code):
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", store, _Runner(PROVENANCE))
+    verdicts = verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Runner(PROVENANCE))
+    path = verify_mod.write_log(store, tiny_spec.name, "cpu-compact", "embedded-tiny", verdicts, "2026-12-01 21:00 UTC")
+    verify_mod.write_log(store, tiny_spec.name, "cpu-compact", "embedded-tiny",
+                         [verify_mod.Verdict("other", 1, "different setting", ["x"], False, "d")], "later")
+    log = json.loads(path.read_text())
+    assert set(log) == {"fasa/seed0", "other/seed1"}  # the second write kept the first entry
+    entry = log["fasa/seed0"]
+    assert entry["case"] == "same setting" and entry["reproduced"] is True
+    assert entry["record_id"] == verdicts[0].record_id != ""
+    assert entry["verified_with"]["machine"]["cpu"] == "X" and entry["verified_with"]["machine"]["threads"] == 2
+
+
+def test_a_code_change_names_the_commit_to_check_out_for_bit_identity(tiny_spec, store, monkeypatch):
+    monkeypatch.setattr(execute, "code_version", lambda: {"commit": "c0ffee1234567", "dirty": False})
+    monkeypatch.setattr(verify_mod, "code_changes_since", lambda commit: ["fasa_cli/core/fasa.py"])
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", store, _Runner(PROVENANCE))
+    [v] = verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Runner(PROVENANCE))
+    assert v.case == "different setting"
+    assert "code changed: fasa_cli/core/fasa.py" in v.reasons
+    assert any("git worktree add" in r and "c0ffee1234" in r for r in v.reasons)
