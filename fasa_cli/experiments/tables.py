@@ -109,13 +109,40 @@ def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) ->
     key = (str(store.records_root), tuple(store.source_id(mine[s]) for s in common), tuple(store.source_id(theirs[s]) for s in common),
            tuple(wanted))
     if key not in _INTERVALS:  # a report asks for the same pair in several tables
-        pairs = [(store.matches(mine[s]), store.matches(theirs[s])) for s in common]
+        pairs = [(_memo_table(store, mine[s]), _memo_table(store, theirs[s])) for s in common]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted) if pairs else {}
     return _INTERVALS[key]
 
 
 _INTERVALS: dict = {}
+_TABLES: dict = {}
+
+
+class _MemoMatches:
+    """A run's match table that computes its metrics on a given set of resamples once: a
+    report compares the same reference run with every other row of several tables, always on
+    the same resamples, and the resampled AP is the whole cost of an interval."""
+
+    def __init__(self, table):
+        self._table, self._memo = table, {}
+        self.image_ids = table.image_ids
+
+    def metrics(self, weights):
+        import hashlib
+
+        key = (weights.shape, hashlib.sha1(weights.tobytes()).hexdigest())
+        if key not in self._memo:
+            self._memo[key] = self._table.metrics(weights)
+        return self._memo[key]
+
+
+def _memo_table(store: ResultStore, record: dict):
+    key = (str(store.records_root), store.source_id(record))
+    if key not in _TABLES:
+        table = store.matches(record)
+        _TABLES[key] = None if table is None else _MemoMatches(table)
+    return _TABLES[key]
 
 
 def spec_table(
@@ -170,10 +197,13 @@ def _mean_std_text(mean: float, std: float, places: int) -> str:
 
 
 def _delta_text(got: pd.Series, metric: str) -> str:
-    """The difference of means, with its paired 95 % interval where match tables exist;
-    '*' marks an interval that excludes 0."""
+    """The difference to the reference with its paired 95 % interval where match tables exist;
+    '*' marks an interval that excludes 0. With an interval the point is the paired difference
+    over the seeds both rows finished, so point and interval describe the same pairs (with every
+    seed paired it equals the difference of means)."""
     places = decimals(metric)
-    delta = got[f"{metric}_delta"]
+    paired = got.get(f"{metric}_paired", math.nan)
+    delta = got[f"{metric}_delta"] if math.isnan(paired) else paired
     if math.isnan(delta):
         return MISSING
     text = signed(delta, places)

@@ -92,6 +92,10 @@ def test_the_tiny_run_stays_in_its_committed_band(uninterrupted):
     After a deliberate change, put the run's new values in tests/expected/tiny_e2e.json
     (its `measured` block) and say why in the commit."""
     expected = json.loads(EXPECTED.read_text())
-    metrics = uninterrupted[1]["metrics"]
+    run_dir, result = uninterrupted[0], uninterrupted[1]
+    last_log = [json.loads(line) for line in next(run_dir.glob("*/vis_data/scalars.json")).read_text().splitlines()][-1]
+    probs, norms = _states(run_dir)[-1]["probs"], _norms(run_dir)
+    metrics = {**result["metrics"], "final_loss": last_log["loss"], "final_loss_cls": last_log["loss_cls"],
+               "mean_p": sum(probs) / len(probs), "mean_classifier_norm": sum(norms) / len(norms)}
     for name, (low, high) in expected["bands"].items():
         assert low <= metrics[name] <= high, f"{name} = {metrics[name]:.4f} left its band [{low}, {high}]"

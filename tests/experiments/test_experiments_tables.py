@@ -84,3 +84,24 @@ def test_deltas_carry_paired_intervals_and_the_baseline_its_noise_floor(tiny_spe
     assert "[" in table.loc["+ FASA", "ΔAPr"] and table.loc["Baseline", "ΔAPr"] == ""
     text = spec_markdown(tiny_spec, store, "cpu-compact")
     assert "Noise floor of Baseline (2 seeds" in text and "evaluation sd" in text
+
+
+def test_memoised_match_table_computes_each_resample_set_once():
+    import numpy as np
+
+    from fasa_cli.experiments.tables import _MemoMatches
+
+    class Table:
+        image_ids = np.arange(3)
+        calls = 0
+
+        def metrics(self, weights):
+            Table.calls += 1
+            return {"AP": weights.sum(axis=1)}
+
+    memo = _MemoMatches(Table())
+    w = np.ones((4, 3))
+    first = memo.metrics(w)
+    assert memo.metrics(w.copy()) is first and Table.calls == 1   # same resamples: cached
+    assert memo.metrics(2 * w)["AP"].tolist() == [6.0] * 4 and Table.calls == 2
+    assert memo.image_ids is Table.image_ids
