@@ -23,6 +23,7 @@ class Entry:
     description: str
     built: bool
     paper_table: str = ""
+    task: str = "detection"  # profiles and datasets: the kind of run (RunConfig.task) they serve
 
 
 def _table(*entries: Entry) -> dict[str, Entry]:
@@ -90,12 +91,24 @@ METHODS = _MethodCatalogue(_table(
 PROFILES = _table(
     Entry("cpu-compact", "Mask R-CNN, ResNet-18/32 FPN-64, 128 px, for the embedded data on CPU", True),
     Entry("lvis-r50", "Mask R-CNN R50-FPN, LVIS v1 protocol of the paper (24 epochs)", True, "1-4"),
-    Entry("lvis-r101", "Mask R-CNN R101-FPN, LVIS v1 protocol", False, "5"),
-    Entry("lvis-x101", "Mask R-CNN X101-32x8d-FPN, LVIS v1 protocol", False, "5"),
-    Entry("lvis-cascade-r101", "Cascade Mask R-CNN R101-FPN, LVIS v1 protocol", False, "5,13"),
-    Entry("coco-lt-r50", "Mask R-CNN R50-FPN, COCO-LT protocol (12 epochs)", False, "6"),
-    Entry("cifar-resnet32", "ResNet-32 classifier, CIFAR-100-LT protocol (200 epochs)", False, "7,10,11"),
-    Entry("cifar-resnet34", "ResNet-34 classifier, CIFAR-100-LT (M2M's setting)", False, "7"),
+    Entry("lvis-r101", "Mask R-CNN R101-FPN, LVIS v1 protocol", True, "5,13"),
+    Entry("lvis-x101", "Mask R-CNN X101-32x8d-FPN, LVIS v1 protocol", True, "5"),
+    Entry("lvis-cascade-r101", "Cascade Mask R-CNN R101-FPN, LVIS v1 protocol", True, "5,13"),
+    Entry("coco-lt-r50", "Mask R-CNN R50-FPN, COCO-LT protocol (12 epochs, class-agnostic heads)", True, "6"),
+    Entry("cpu-compact-deep", "cpu-compact with a ResNet-34 backbone (CPU counterpart of lvis-r101)", True, "5,13"),
+    Entry("cpu-compact-x", "cpu-compact with a slim ResNeXt-50 4x4d backbone (counterpart of lvis-x101)", True, "5"),
+    Entry("cpu-compact-cascade", "3-stage Cascade Mask R-CNN, ResNet-34 compact (counterpart of lvis-cascade-r101)",
+          True, "5,13"),
+    Entry("cpu-compact-coco-lt", "cpu-compact with class-agnostic box and mask heads (counterpart of coco-lt-r50)",
+          True, "6"),
+    Entry("cifar-resnet32", "ResNet-32 classifier, CIFAR-100-LT protocol (200 epochs)", True, "7,10,11",
+          task="classification"),
+    Entry("cifar-resnet34", "ResNet-34 classifier, CIFAR-100-LT (Chu et al.'s setting, 200 epochs)", True, "7",
+          task="classification"),
+    Entry("cpu-compact-cls", "slim ResNet-32 classifier for the embedded classification data on CPU", True,
+          task="classification"),
+    Entry("cpu-compact-cls-r34", "slim ResNet-34 classifier for the embedded classification data on CPU", True,
+          task="classification"),
 )
 
 DATASETS = _table(
@@ -103,22 +116,35 @@ DATASETS = _table(
     Entry("embedded-small", "generated long-tailed LVIS-format data, the main job's size", True),
     Entry("embedded-medium", "generated long-tailed LVIS-format data, larger", True),
     Entry("lvis_v1", "LVIS v1.0 on disk ($FASA_LVIS_ROOT)", True),
-    Entry("coco_lt", "COCO-LT sampled train JSON + COCO val2017 on disk", False, "6"),
-    Entry("cifar100_lt", "CIFAR-100-LT built from the CIFAR-100 pickles on disk", False, "7,10,11"),
+    Entry("coco_lt", "COCO-LT sampled train JSON ($FASA_COCO_LT_TRAIN) + COCO 2017 ($FASA_COCO_ROOT)", True, "6"),
+    Entry("embedded-coco-lt-tiny", "generated COCO-LT stand-in (80 classes, COCO format), CI smoke size", True, "6"),
+    Entry("embedded-coco-lt-small", "generated COCO-LT stand-in (80 classes, COCO format), Table 6 on CPU", True, "6"),
+    Entry("cifar100_lt", "CIFAR-100-LT built from the CIFAR-100 pickles on disk ($FASA_CIFAR100_ROOT)", True,
+          "7,10,11", task="classification"),
+    Entry("embedded-cifar-lt", "generated long-tailed 32 px classification data, 100 classes, ratio 100", True,
+          task="classification"),
+    Entry("embedded-cifar-lt-tiny", "generated long-tailed classification data, CI smoke size", True,
+          task="classification"),
 )
 
 # Columns a table may ask for. Detection metrics are mask AP unless prefixed `bbox_`.
 METRICS = _table(
     *(Entry(m, f"mask {m}", True) for m in ("AP", "AP50", "AP75", "APr", "APc", "APf")),
     *(Entry(f"bbox_{m}", f"box {m}", True) for m in ("AP", "AP50", "AP75", "APr", "APc", "APf")),
-    *(Entry(m, f"mask AP on COCO-LT bin {m[-1]}", False, "6") for m in ("AP1", "AP2", "AP3", "AP4")),
-    Entry("accuracy", "top-1 accuracy (classification)", False, "7,10,11"),
+    *(Entry(m, f"mask AP on COCO-LT bin {m[-1]}", True, "6") for m in ("AP1", "AP2", "AP3", "AP4")),
+    *(Entry(f"bbox_{m}", f"box AP on COCO-LT bin {m[-1]}", True, "6") for m in ("AP1", "AP2", "AP3", "AP4")),
+    Entry("accuracy", "top-1 accuracy (classification)", True, "7,10,11"),
+    *(Entry(f"acc_{g}", f"top-1 accuracy on the {g}-shot classes (classification)", True)
+      for g in ("many", "medium", "few")),
     *(Entry(f"E_{e}", f"TIDE {e} error (mask dAP)", True, "8")
       for e in ("cls", "loc", "both", "dupe", "bkg", "miss")),
-    *(Entry(f"AP_{kind}{group}", f"AP^{kind} {group or 'all'} (Dave et al., 2021)", False, "13")
+    *(Entry(f"AP_{kind}{group}", f"AP^{kind} {group or 'all'} (Dave et al., 2021)", True, "13")
       for kind in ("fixed", "pool") for group in ("", "_r", "_c", "_f")),
     Entry("train_mem_gb", "peak training memory (GB)", True, "12"),
     Entry("train_s_per_iter", "training time per iteration (s)", True, "12"),
+    Entry("train_s_per_iter_std", "sd of the training time per iteration over iterations (s)", True, "12"),
+    Entry("train_rss_gb", "peak resident memory of the training process (GB, CPU RSS)", True, "12"),
+    Entry("train_gpu_mem_gb", "peak GPU memory allocated in training (GB; NaN without CUDA)", True, "12"),
 )
 
 _KINDS = {"method": METHODS, "profile": PROFILES, "dataset": DATASETS, "metric": METRICS}

@@ -65,6 +65,12 @@ class FASASettings(_CoreSettings):
 
     HOOK_FIELDS: ClassVar[tuple[str, ...]] = ("val_signal", "val_balance", "val_oversample_thr")
 
+    # Which box-head stages of a Cascade Mask R-CNN run FASA (the paper is silent; see
+    # fasa_cli/mmdet_ext/cascade.py). One-stage detectors ignore it. At its default it is left
+    # out of the config's identity, so earlier configs hash as before.
+    cascade_stages: Literal["all", "last"] = "all"
+    HOST_FIELDS: ClassVar[tuple[str, ...]] = ("cascade_stages",)
+
     @field_validator(*CORE_FIELDS)
     @classmethod
     def _core_accepts(cls, value: Any, info: ValidationInfo) -> Any:
@@ -77,7 +83,7 @@ class FASASettings(_CoreSettings):
 
     def core_settings(self) -> dict:
         """The fields fasa_cli.core.FASAConfig takes (the validation-pass ones go to the hook)."""
-        return self.model_dump(exclude=set(self.HOOK_FIELDS))
+        return self.model_dump(exclude=set(self.HOOK_FIELDS) | set(self.HOST_FIELDS))
 
 
 class TrainOverrides(_Strict):
@@ -130,10 +136,33 @@ class RunConfig(_Strict):
             # `key` lets the spec point at the offending key's line (see spec._resolution_problem).
             raise PydanticCustomError("method_args", "{problem}", {"problem": str(err), "key": key}) from None
 
+    @field_validator("dataset", "profile", "method")
+    @classmethod
+    def _serves_the_task(cls, name: str, info: ValidationInfo) -> str:
+        # A classification profile, dataset or method in a detection run (or the reverse)
+        # fails at its own key, not in the middle of building the run.
+        task = info.data.get("task")
+        if task is None:
+            return name
+        if info.field_name == "method":
+            from fasa_cli.methods import registered_methods  # lazy: imports the plug-ins
+
+            method = registered_methods().get(name)
+            if method is not None and task not in method.tasks:
+                raise ValueError(f"method '{name}' has no {task} form (it runs on: {', '.join(method.tasks)})")
+            return name
+        serves = _NAMES[info.field_name][name].task
+        if serves != task:
+            raise ValueError(f"{info.field_name} '{name}' serves {serves} runs, not {task} ones; "
+                             f"set task: {serves}, or pick a {task} {info.field_name}")
+        return name
+
     def canonical_json(self) -> str:
         data = self.model_dump(mode="json")
         if not data["method_args"]:
             del data["method_args"]  # configs without method arguments keep their old identity
+        if data["fasa"] is not None and data["fasa"].get("cascade_stages") == "all":
+            del data["fasa"]["cascade_stages"]  # likewise for the cascade switch at its default
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def config_hash(self) -> str:

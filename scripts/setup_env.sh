@@ -37,7 +37,7 @@ log "runtime dependencies"
 pip_install addict yapf termcolor rich opencv-python-headless pillow matplotlib scipy \
   shapely six terminaltables tqdm pycocotools "faster-coco-eval==1.8.0" typer pandas pyyaml \
   "pydantic>=2" scikit-learn cycler kiwisolver pyparsing python-dateutil pytest hypothesis \
-  seaborn appdirs scikit-image  # tidecv imports seaborn and appdirs at import time
+  seaborn appdirs scikit-image "submitit>=1.5"  # tidecv imports seaborn and appdirs at import time; submitit: cluster sweeps
 # instaboostfast (mmdet's InstaBoost transform, Table 2) also asks for opencv-python; its other
 # needs (numpy, scipy, scikit-image, pycocotools, matplotlib, pillow) are installed above.
 pip_install --no-deps "mmengine==0.10.7" "mmdet==3.3.0" "lvis==0.5.3" "tidecv==1.0.1" \

@@ -23,7 +23,12 @@ def test_help_lists_every_command():
 
 
 def test_unbuilt_method_is_one_line_exit_2_without_traceback():
-    out = run_cli("compare", "--baselines", "eql")
+    from fasa_cli import registry
+
+    unbuilt = next((n for n, e in registry.METHODS.items() if not e.built), None)
+    if unbuilt is None:
+        pytest.skip("every method of the paper is built")
+    out = run_cli("compare", "--baselines", unbuilt)
     assert out.returncode == 2
     assert "not built yet" in out.stderr
     assert "Traceback" not in out.stderr and "Traceback" not in out.stdout

@@ -62,7 +62,8 @@ def _missing_val_jsons(jsons: list[Path]) -> list[Path]:
 
 @app.command("make")
 def make(
-    preset: str = typer.Option("small", help="tiny (CI), small (the main job) or medium"),
+    preset: str = typer.Option("small", help="tiny (CI), small (the main job) or medium; "
+                                             "cifar-lt or cifar-lt-tiny: the classification set"),
     seed: int = typer.Option(0, help="generator seed; the same (preset, seed) gives identical files"),
     root: Path = typer.Option(None, help="dataset folder (default: data/generated/<preset>-seed<seed> in the repo, "
                                           "or $FASA_DATA_DIR/<preset>-seed<seed>)"),
@@ -70,8 +71,12 @@ def make(
 ) -> None:
     """Generate the embedded long-tailed LVIS-format dataset (or find it if already there)."""
     from fasa_cli.data import class_groups, ensure_embedded, load_lvis_json
+    from fasa_cli.data.classification import PRESETS as CLASSIFICATION_PRESETS
     from fasa_cli.data.visualize import render_examples
 
+    if preset in CLASSIFICATION_PRESETS:
+        _make_classification(preset, seed, root)
+        return
     paths = ensure_embedded(preset=preset, seed=seed, root=root, progress=True)
     groups = class_groups(load_lvis_json(paths.train_json))
     console = _console()
@@ -229,3 +234,35 @@ def show(
     paths = lvis_v1_paths(path, validate=False)  # the embedded data has LVIS v1's layout
     written = render_examples(paths, n, png, split=split)
     _console().print(f"wrote {written}")
+
+
+def _make_classification(preset: str, seed: int, root: Path | None) -> None:
+    """`fasa data make --preset cifar-lt`: the embedded long-tailed classification set."""
+    from fasa_cli.data.classification import ensure_cls_embedded, load_cls_folder
+
+    folder = ensure_cls_embedded(preset=preset, seed=seed, root=root, progress=True)
+    _print_classification(load_cls_folder(folder, f"embedded-{preset}"))
+
+
+def _print_classification(data) -> None:
+    counts = data.class_counts
+    groups = {g: data.frequency.count(g) for g in "rcf"}
+    sizes = ", ".join(f"{split} {len(labels)}" for split, (_, labels) in data.splits.items())
+    console = _console()
+    console.print(f"dataset: {data.root}")
+    console.print(f"  images: {sizes}")
+    console.print(f"  {len(counts)} classes, {max(counts)} down to {min(counts)} training images per class "
+                  f"(ratio {max(counts) / max(min(counts), 1):g}): {groups['r']} few-shot, "
+                  f"{groups['c']} medium-shot, {groups['f']} many-shot")
+
+
+@app.command("cifar")
+def cifar(
+    path: Path = typer.Argument(..., help="the extracted cifar-100-python folder (train, test, meta) or its parent"),
+    ratio: float = typer.Option(100.0, help="imbalance ratio n_max / n_min (the paper's: 100)"),
+) -> None:
+    """Check the CIFAR-100 pickles and describe the CIFAR-100-LT split a run builds from them
+    (LDAM-DRW's protocol; set FASA_CIFAR100_ROOT to the folder for `--dataset cifar100_lt`)."""
+    from fasa_cli.data.classification import load_cifar100_lt
+
+    _print_classification(load_cifar100_lt(path, imbalance_ratio=ratio))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from fasa_cli.commands import wide_console
 from fasa_cli.errors import FasaError
@@ -27,10 +30,19 @@ def ablate(
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help=_RESULTS_HELP),
     force: bool = typer.Option(False, "--force", help="Redo finished runs of these rows/seeds (old folders are kept aside)."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Train even when another spec already ran the same config and seed."),
+    executor: str = typer.Option("local", "--executor", help="Where runs go: local (this machine), slurm (one submitit job per run), submitit-local (the slurm path on this machine)."),
+    jobs: int = typer.Option(1, "--jobs", help="With --executor local: runs side by side (cores are shared out among them)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition of the jobs."),
+    gpus: int = typer.Option(1, "--gpus", help="GPUs per job (--executor slurm); more than 1 trains each run with DDP on that many."),
+    time_min: int = typer.Option(24 * 60, "--time", help="Wall-clock limit of each job, in minutes."),
+    cpus_per_gpu: int = typer.Option(4, "--cpus-per-gpu", help="CPU cores per task of a job."),
+    launcher: str = typer.Option("none", "--launcher", help="none, pytorch (started by torchrun) or slurm (started by srun): every run uses all ranks."),
+    fasa_stats: str = typer.Option("sync", "--fasa-stats", help="FASA's statistics under DDP: sync (merged every iteration) or per_rank (official code)."),
 ) -> None:
     """Run the missing (row, seed) pairs of a spec (e.g. `table1`), then print its table."""
     loaded = load_spec(spec)
-    _run_and_tabulate(loaded, profile, seeds, parse_csv(rows, "--rows") or None, dataset, results_dir, force, not no_reuse)
+    _run_and_tabulate(loaded, profile, seeds, parse_csv(rows, "--rows") or None, dataset, results_dir, force, not no_reuse,
+                      scale=_Scale(executor, jobs, partition, gpus, time_min, cpus_per_gpu, launcher, fasa_stats))
 
 
 def compare(
@@ -59,6 +71,20 @@ def report(
     wide_console().print(f"wrote {path}")
 
 
+@dataclass(frozen=True)
+class _Scale:
+    """Where and how wide `fasa ablate` runs (see its options)."""
+
+    executor: str = "local"
+    jobs: int = 1
+    partition: str | None = None
+    gpus: int = 1
+    time_min: int = 24 * 60
+    cpus_per_gpu: int = 4
+    launcher: str = "none"
+    fasa_stats: str = "sync"
+
+
 def _run_and_tabulate(
     spec: ExperimentSpec,
     profile: str | None,
@@ -68,26 +94,55 @@ def _run_and_tabulate(
     results_dir: Path | None,
     force: bool,
     reuse: bool,
+    scale: _Scale = _Scale(),
 ) -> None:
     # Heavy imports (pandas, rich progress) only once a command really runs.
-    from fasa_cli.experiments.execute import default_runner, run_ablation
+    from fasa_cli.backend.launch import from_env
+    from fasa_cli.experiments.execute import (SUBMITIT_CLUSTERS, ClusterOptions, default_runner, run_ablation,
+                                              submit_ablation)
     from fasa_cli.experiments.store import ResultStore
     from fasa_cli.experiments.tables import table_heading, to_rich, write_table
 
-    console = wide_console()
+    launch = from_env(scale.launcher, scale.fasa_stats)  # a launcher without its variables fails now
+    # Ranks > 0 of a DDP run train beside rank 0 and stay quiet; rank 0 reports.
+    console = wide_console() if launch.is_main else Console(quiet=True)
     store = ResultStore(results_dir)
     profile = spec.check_profile(profile)
     seed_list = parse_seeds(seeds)
-    # run_ablation checks rows, names and built-ness before the first run; the runner is lazy,
-    # so a bad request never even imports the backend.
-    table = run_ablation(
-        spec, profile, seed_list, store, _lazy(RUNNER_FACTORY or default_runner), console,
-        rows=rows, dataset=dataset, force=force, reuse=reuse,
-    )
+    if scale.executor in SUBMITIT_CLUSTERS:
+        if launch.distributed:
+            raise FasaError(f"--launcher {scale.launcher} is for a command every rank runs; "
+                            f"--executor {scale.executor} starts the ranks of each job itself",
+                            "drop --launcher and give --gpus per job")
+        if scale.jobs != 1:
+            raise FasaError("--jobs is for --executor local", "drop it: the cluster runs the submitted jobs side by side")
+        options = ClusterOptions(scale.partition, scale.gpus, scale.time_min, scale.cpus_per_gpu, scale.fasa_stats)
+        table = submit_ablation(spec, profile, seed_list, store, console, rows=rows, dataset=dataset, force=force,
+                                reuse=reuse, executor=scale.executor, options=options)
+    elif scale.executor == "local":
+        factory = RUNNER_FACTORY or default_runner
+        if launch.distributed:
+            factory = _launched(factory, scale.launcher, scale.fasa_stats)
+        # run_ablation checks rows, names and built-ness before the first run; the runner is
+        # lazy, so a bad request never even imports the backend.
+        table = run_ablation(
+            spec, profile, seed_list, store, _lazy(factory), console,
+            rows=rows, dataset=dataset, force=force, reuse=reuse, jobs=scale.jobs, worker=not launch.is_main,
+        )
+        if not launch.is_main:
+            return  # the table is rank 0's to print and write
+    else:
+        raise FasaError(f"unknown --executor '{scale.executor}'",
+                        f"use one of: local, {', '.join(SUBMITIT_CLUSTERS)}")
     used_dataset = dataset or spec.dataset[profile]
     console.print(to_rich(table, title=table_heading(spec, profile, used_dataset)))
     out = write_table(store, spec, profile, used_dataset)
     console.print(f"wrote {out}")
+
+
+def _launched(factory, launcher: str, fasa_stats: str):
+    """A runner factory whose runs are this process's rank of a launched (DDP) run."""
+    return lambda: partial(factory(), launcher=launcher, fasa_stats=fasa_stats)
 
 
 def _lazy(factory):

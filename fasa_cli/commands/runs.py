@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -40,12 +41,16 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="run on this dataset instead of the profile's (e.g. embedded-tiny)"),
     results_dir: Optional[Path] = typer.Option(None, "--results-dir", help="result store root"),
     force: bool = typer.Option(False, "--force", help="redo a finished run (its old record and folder are kept aside)"),
+    launcher: str = typer.Option("none", "--launcher", help="none, pytorch (every rank started by torchrun) or slurm (by srun): one run on all ranks"),
+    fasa_stats: str = typer.Option("sync", "--fasa-stats", help="FASA's statistics under DDP: sync (merged every iteration) or per_rank (official code)"),
 ) -> None:
     """Train and evaluate one (spec, row, seed) run into its run folder; resumes if interrupted."""
+    from fasa_cli.backend.launch import from_env
     from fasa_cli.experiments.execute import default_runner, execute_run, run_key
     from fasa_cli.experiments.spec import load_spec
     from fasa_cli.experiments.store import ResultStore
 
+    launch = from_env(launcher, fasa_stats)  # a launcher without its variables fails now
     loaded = load_spec(spec)
     rows = [r.name for r in loaded.rows]
     if row is None:
@@ -55,6 +60,19 @@ def train(
         row = rows[0]
     loaded.row(row)  # an unknown row fails before anything starts
     store = ResultStore(results_dir)
+    if launch.distributed and not launch.is_main:
+        # A rank > 0: trains beside rank 0, which alone moves old runs aside, locks and records.
+        rank_runner = partial(default_runner(), launcher=launcher, fasa_stats=fasa_stats)
+        used_profile = loaded.check_profile(profile)
+        if force:  # (rank 0 moves the finished run aside: train, do not look)
+            config = loaded.resolve(row, used_profile, dataset)
+            rank_runner(config, store.run_dir(run_key(loaded, row, seed, used_profile, config.dataset)), seed, None)
+        else:
+            execute_run(loaded, row, seed, used_profile, store, rank_runner, None, dataset=dataset, worker=True)
+        return
+    runner = default_runner()
+    if launch.distributed:
+        runner = partial(runner, launcher=launcher, fasa_stats=fasa_stats)
     if force:
         used_profile = loaded.check_profile(profile)
         key = run_key(loaded, row, seed, used_profile, loaded.resolve(row, used_profile, dataset).dataset)
@@ -68,7 +86,7 @@ def train(
             bar.update(task, completed=done, total=total, note=note)
 
         record = execute_run(loaded, row, seed, profile or loaded.default_profile, store,
-                             default_runner(), on_progress, dataset=dataset, reuse=not force)
+                             runner, on_progress, dataset=dataset, reuse=not force)
     console.print(_metrics_table(f"{record['spec']} / {record['row']} / seed {record['seed']} "
                                  f"({record['profile']} on {record['dataset']})",
                                  record["metrics"]))

@@ -22,7 +22,7 @@ _CHOICES = {
     "init": ("inverse_freq", "uniform"),
     "signal": ("loss", "metric"),
     "adapt_by": ("group", "class"),
-    "clustering": ("dbscan", "affinity"),
+    "clustering": ("dbscan", "affinity", "meanshift"),
     "affinity_input": ("distance", "similarity"),
     "cluster_distance": ("auto", "fisher", "sq_euclidean"),
     "fisher_reduce": ("pooled", "mean"),
@@ -40,14 +40,18 @@ class FASAConfig:
                     "var": keep a running variance and sample with its square root (code).
       clustering    "dbscan": density-based clustering on the Fisher distance, Eq. 5 (paper);
                     "affinity": sklearn AffinityPropagation on squared Euclidean distances
-                    between class means (code). Appendix D of the paper names Mean-shift
-                    instead; that variant is not built.
+                    between class means (code); "meanshift": Mean-shift (Cheng 1995), the
+                    clustering Appendix D names, on the class means in feature space (flat
+                    kernel, bandwidth estimated every epoch from the means themselves, see
+                    fasa_cli.core.grouping.mean_shift_labels).
       affinity_input "distance": feed the distance matrix as the affinity, as the official
                     code does, although AffinityPropagation expects similarities (higher =
                     closer), so the clusters it gives are not "near classes together";
                     "similarity": feed the negated distance, the correct input.
       cluster_distance "auto": Fisher for dbscan, squared Euclidean for affinity (each as its
-                    source does); "fisher" / "sq_euclidean" force one.
+                    source does); "fisher" / "sq_euclidean" force one. Mean-shift moves
+                    points in the feature space itself, so it takes "auto" / "sq_euclidean"
+                    only (Euclidean geometry of the means).
       fisher_reduce "pooled": Eq. 5 as sum of squared mean differences over sum of
                     variances (robust to near-dead dimensions); "mean": the per-dimension
                     ratio averaged over dimensions. The paper writes Eq. 5 for one dimension.
@@ -118,6 +122,12 @@ class FASAConfig:
                     f"FASA setting {name}={value!r} is not one of {', '.join(choices)}",
                     f"set {name} to one of: {', '.join(choices)}",
                 )
+        if self.clustering == "meanshift" and self.cluster_distance == "fisher":
+            raise FASAConfigError(
+                "FASA setting clustering=meanshift cannot use cluster_distance=fisher: mean-shift "
+                "moves points in the feature space and needs their coordinates, not a distance matrix",
+                "set cluster_distance to auto (or sq_euclidean), or use clustering=dbscan for the Fisher distance",
+            )
         if not isinstance(self.adaptive, bool):
             raise FASAConfigError(
                 f"FASA setting adaptive={self.adaptive!r} is not a boolean", "set adaptive to true or false"

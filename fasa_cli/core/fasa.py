@@ -16,11 +16,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from fasa_cli.core import dist
 from fasa_cli.core.config import FASAConfig
 from fasa_cli.core.grouping import NO_GROUP, compute_groups
 from fasa_cli.core.stats import initial_probs
 
-_EXTRA_STATE_VERSION = 1
+_EXTRA_STATE_VERSION = 2  # 1: a dict {version, generator_device, generator_state}, still read
 
 
 class FASA(nn.Module):
@@ -66,6 +67,12 @@ class FASA(nn.Module):
         self._generator: torch.Generator | None = None
         # Generator state read by set_extra_state, restored lazily on the buffers' device.
         self._saved_generator: tuple[str, Tensor] | None = None
+        # Data-parallel hosts (fasa_cli.core.dist): `moment_reducer` sums each iteration's
+        # per-class moments over ranks, so every rank folds in the same pooled batch (None:
+        # each rank keeps its own statistics, as the official code does); `stream` gives each
+        # rank its own virtual features (0 = a single process's stream).
+        self.moment_reducer: Callable[[Tensor], Tensor] | None = None
+        self.stream = 0
 
     # ------------------------------------------------------------------ host hooks
     def set_epoch(self, epoch: int) -> None:
@@ -93,14 +100,17 @@ class FASA(nn.Module):
                 f"update expects features [N, {dim}] and labels [N]; "
                 f"got {tuple(features.shape)} and {tuple(labels.shape)}"
             )
-        if features.shape[0] == 0:
-            return
+        if features.shape[0] == 0 and self.moment_reducer is None:
+            return  # (with a reducer every rank must join the all-reduce, positives or not)
         labels = labels.to(device=self.mean.device, dtype=torch.long)
-        if labels.min() < 0 or labels.max() >= num_classes:
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(
                 f"labels must lie in [0, {num_classes}) (positive samples only, no background); "
                 f"got [{int(labels.min())}, {int(labels.max())}]"
             )
+        if self.moment_reducer is not None:
+            self._update_pooled(features, labels)
+            return
         x = features.detach().to(device=self.mean.device, dtype=self.mean.dtype)
 
         # Work on the K classes present (K <= N), in place where possible: at LVIS scale each
@@ -118,16 +128,34 @@ class FASA(nn.Module):
             # on CPU they take a slow path (~15x, measured); a 1e-15 std floor changes nothing.
             batch_spread.clamp_min_(1e-30).sqrt_()
 
+        self._fold(classes, counts, batch_mean, batch_spread, has_spread)
+
+    def _update_pooled(self, features: Tensor, labels: Tensor) -> None:
+        """Eq. 2 from per-class moments summed by `moment_reducer` (every rank's batch)."""
+        moments = dist.class_moments(features.to(self.mean.device), labels, self.cfg.num_classes)
+        counts, mean, variance = dist.moments_to_stats(self.moment_reducer(moments))
+        classes = (counts > 0).nonzero().squeeze(1)
+        counts = counts.index_select(0, classes)
+        batch_mean = mean.index_select(0, classes).to(self.mean.dtype)
+        batch_spread = variance.index_select(0, classes).to(self.mean.dtype)
+        if self.cfg.spread == "std":
+            batch_spread.clamp_min_(1e-30).sqrt_()  # the same floor as the per-rank path
+        self._fold(classes, counts, batch_mean, batch_spread, counts > 1)
+
+    def _fold(self, classes: Tensor, counts: Tensor, batch_mean: Tensor, batch_spread: Tensor,
+              has_spread: Tensor) -> None:
+        """Fold the batch statistics of `classes` [K] (counts [K], [K, d] mean and spread)."""
+        dtype = batch_mean.dtype
         # Eq. 2 as lerp(old, batch, w): w = m, or 1 to copy a first observation, or 0 to keep
         # the old spread (lerp is exact at w = 0 and w = 1).
         m = self.cfg.momentum
         first_mean = self.instances_seen.index_select(0, classes) == 0
         first_spread = self.spread_updates.index_select(0, classes) == 0
-        mean_weight = torch.where(first_mean, 1.0, m).to(x.dtype)[:, None]
+        mean_weight = torch.where(first_mean, 1.0, m).to(dtype)[:, None]
         # "blend_zero" (official code): a one-RoI class blends its zero batch spread in.
         single = 0.0 if self.cfg.single_sample_spread == "keep" else m
         spread_weight = torch.where(has_spread, torch.where(first_spread, 1.0, m),
-                                    torch.where(first_spread, 0.0, single)).to(x.dtype)[:, None]
+                                    torch.where(first_spread, 0.0, single)).to(dtype)[:, None]
         self.mean.index_copy_(0, classes, self.mean.index_select(0, classes).lerp_(batch_mean, mean_weight))
         self.spread.index_copy_(0, classes, self.spread.index_select(0, classes).lerp_(batch_spread, spread_weight))
 
@@ -268,25 +296,36 @@ class FASA(nn.Module):
                 fresh.manual_seed(zlib.crc32(state.numpy().tobytes()))
             self._saved_generator = None
         else:
-            fresh.manual_seed(self.cfg.seed)
+            fresh.manual_seed(dist.stream_seed(self.cfg.seed, self.stream))
         self._generator = fresh
         return fresh
 
-    def get_extra_state(self) -> dict[str, Any]:
+    def get_extra_state(self) -> Tensor:
+        """The generator as one uint8 tensor (format 2): [2, n, n bytes of the device type,
+        the generator state]. One tensor, because mmengine broadcasts every state_dict entry
+        across DDP ranks when it initialises weights, and its broadcast takes only tensors."""
         if self._generator is not None:
             device_type, state = self._generator.device.type, self._generator.get_state()
         elif self._saved_generator is not None:
             device_type, state = self._saved_generator[0], self._saved_generator[1].clone()
         else:
-            device_type, state = "", torch.zeros(0, dtype=torch.uint8)  # not started: seeded from cfg
-        return {"version": _EXTRA_STATE_VERSION, "generator_device": device_type, "generator_state": state}
+            return unstarted_extra_state()  # not started: seeded from cfg and the stream
+        device = list(device_type.encode())
+        return torch.cat([torch.tensor([_EXTRA_STATE_VERSION, len(device), *device], dtype=torch.uint8),
+                          state.cpu().to(torch.uint8)])
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or state.get("version") != _EXTRA_STATE_VERSION:
+    def set_extra_state(self, state: Tensor | dict[str, Any]) -> None:
+        if isinstance(state, dict) and state.get("version") == 1:  # format 1: a dict (older checkpoints)
+            device, saved = state["generator_device"], state["generator_state"]
+        elif isinstance(state, Tensor) and state.dtype == torch.uint8 and state.numel() >= 2 \
+                and int(state[0]) == _EXTRA_STATE_VERSION and state.numel() >= 2 + int(state[1]):
+            state = state.cpu()
+            length = int(state[1])
+            device, saved = bytes(state[2:2 + length].tolist()).decode(), state[2 + length:]
+        else:
             raise ValueError("FASA checkpoint extra state has an unknown format; was it saved by this version?")
         self._generator = None
-        saved = state["generator_state"]
-        self._saved_generator = (state["generator_device"], saved.cpu().clone()) if saved.numel() else None
+        self._saved_generator = (device, saved.cpu().clone()) if saved.numel() else None
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -294,6 +333,11 @@ class FASA(nn.Module):
             f"num_classes={c.num_classes}, feat_dim={c.feat_dim}, spread={c.spread}, init={c.init}, "
             f"adaptive={c.adaptive}, adapt_by={c.adapt_by}, clustering={c.clustering}"
         )
+
+
+def unstarted_extra_state() -> Tensor:
+    """FASA's extra state before its generator has drawn anything (seeded on first use)."""
+    return torch.tensor([_EXTRA_STATE_VERSION, 0], dtype=torch.uint8)
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

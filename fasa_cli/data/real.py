@@ -92,10 +92,15 @@ def coco_lt_paths(train_json: str | Path, coco_root: str | Path, validate: bool 
     return CocoLTPaths(train_json, val_json, train_images, val_images)
 
 
-def coco_lt_bins(train_json: str | Path | dict) -> pd.Series:
+def coco_lt_bins(train_json: str | Path | dict, edges: tuple[int, ...] | None = None) -> pd.Series:
     """COCO-LT bin index (0..3) per category id, by training instance count:
-    [1, 20), [20, 400), [400, 8000), [8000, inf). A category with no training instance gets -1."""
+    [1, 20), [20, 400), [400, 8000), [8000, inf). A category with no training instance gets -1.
+
+    `edges` replaces (20, 400, 8000); by default a JSON's own `info.coco_lt_bin_edges` (the
+    embedded stand-in's scaled edges) are used when present."""
     data = train_json if isinstance(train_json, dict) else read_json(train_json)
+    if edges is None:
+        edges = stored_bin_edges(data) if isinstance(data, dict) else COCO_LT_BIN_EDGES
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list) or not isinstance(data.get("annotations"), list):
         raise FasaError(f"{train_json if not isinstance(train_json, dict) else 'the JSON'} is not a COCO-format JSON",
                         "pass the COCO-LT training JSON (with 'categories' and 'annotations')")
@@ -106,8 +111,21 @@ def coco_lt_bins(train_json: str | Path | dict) -> pd.Series:
         raise FasaError(f"{int(unknown.sum())} annotations point at unknown categories (e.g. {ann_cats[unknown][0]})",
                         "use an unmodified COCO-LT training JSON")
     counts = np.bincount(np.searchsorted(ids, ann_cats), minlength=len(ids))
-    bins = np.searchsorted(np.asarray(COCO_LT_BIN_EDGES), counts, side="right")
+    bins = np.searchsorted(np.asarray(edges), counts, side="right")
     return pd.Series(np.where(counts > 0, bins, -1), index=pd.Index(ids, name="category_id"), name="bin")
+
+
+def stored_bin_edges(data: dict) -> tuple[int, ...]:
+    """`info.coco_lt_bin_edges` of a COCO-LT JSON (the stand-in's), else COCO-LT's own edges."""
+    info = data.get("info")
+    edges = info.get("coco_lt_bin_edges") if isinstance(info, dict) else None
+    if edges is None:
+        return COCO_LT_BIN_EDGES
+    if (not isinstance(edges, list) or len(edges) != len(COCO_LT_BIN_EDGES)
+            or not all(isinstance(e, int) and e > 0 for e in edges) or sorted(set(edges)) != edges):
+        raise FasaError(f"info.coco_lt_bin_edges {edges!r} is not {len(COCO_LT_BIN_EDGES)} increasing positive integers",
+                        "regenerate the COCO-LT stand-in, or drop the key to use COCO-LT's 20/400/8000")
+    return tuple(edges)
 
 
 @dataclass(frozen=True)
@@ -118,6 +136,10 @@ class CifarLT:
     test_labels: np.ndarray
     class_names: list[str]
     class_counts: np.ndarray  # training images per class, in class order
+    # A validation split from the training images the LT subset leaves out (up to
+    # `val_per_class` per class; empty unless asked for): disjoint from train and test.
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
 
 def cifar_lt_counts(imbalance_ratio: float, per_class: int = 500, num_classes: int = 100) -> np.ndarray:
@@ -151,14 +173,17 @@ def _images(data: dict, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return raw.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def make_cifar100_lt(cifar_dir: str | Path, imbalance_ratio: float = 100, seed: int = 0) -> CifarLT:
+def make_cifar100_lt(cifar_dir: str | Path, imbalance_ratio: float = 100, seed: int = 0,
+                     val_per_class: int = 0) -> CifarLT:
     """CIFAR-100-LT by the LDAM-DRW protocol from the python pickles on disk.
 
     `cifar_dir` is the cifar-100-python folder or its parent. Class i (original order)
     keeps the first n_i of its training indices after a shuffle by
     np.random.RandomState(seed), classes in order -- the same draw sequence as LDAM's
     IMBALANCECIFAR100, so seed 0 and ratio 100 give its 10,847 images. The test set is
-    the full balanced one.
+    the full balanced one. `val_per_class` > 0 adds a validation split: per class, up to that
+    many of the images the subset leaves out (the next ones of the same shuffle, so the draw
+    sequence is unchanged); a class that keeps all its images (class 0 at ratio 100) has none.
     """
     if not imbalance_ratio >= 1:
         raise FasaError(f"imbalance ratio must be >= 1, got {imbalance_ratio}", "use e.g. 100 (the paper's), 50 or 10")
@@ -181,10 +206,12 @@ def make_cifar100_lt(cifar_dir: str | Path, imbalance_ratio: float = 100, seed: 
                         "use the full CIFAR-100 training pickle")
     # Sequential per-class shuffles (100 small ones, preparation only) reproduce LDAM's draw.
     rs = np.random.RandomState(seed)
-    keep = []
+    keep, val = [], []
     for cls, n in enumerate(counts):
         idx = np.flatnonzero(train_labels == cls)
         rs.shuffle(idx)
         keep.append(idx[:n])
-    keep = np.concatenate(keep)
-    return CifarLT(train_images[keep], train_labels[keep], test_images, test_labels, names, counts)
+        val.append(idx[n:n + val_per_class])
+    keep, val = np.concatenate(keep), np.concatenate(val)
+    return CifarLT(train_images[keep], train_labels[keep], test_images, test_labels, names, counts,
+                   train_images[val], train_labels[val])

@@ -1,4 +1,5 @@
-"""results/REPORT.md and its figures, built only from the result store.
+"""results/REPORT.md, built only from the result store; its figures are drawn by
+fasa_cli.experiments.figures.
 
 The text about what the numbers show is computed from the runs (deltas against the seed
 spread, and whether they point the paper's way), never written in advance.
@@ -12,15 +13,20 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fasa_cli.errors import FasaError
+from fasa_cli.experiments.figures import (  # noqa: F401  (the figure frames, re-exported)
+    class_probability_frame,
+    cross_table_figures,
+    figures_for,
+    group_probability_frame,
+    norms_frame,
+)
 from fasa_cli.experiments.spec import ExperimentSpec, load_spec
 from fasa_cli.experiments.store import ResultStore
 from fasa_cli.experiments.tables import decimals, signed, spec_markdown, summarize, write_table
 
-GROUPS = (("r", "rare"), ("c", "common"), ("f", "frequent"))
 PAPER_PROFILES_NOTE = (
     "Profiles: `cpu-compact` is a small Mask R-CNN trained on generated long-tailed data on a "
     "CPU; its numbers test whether the method behaves as described, they are not LVIS numbers "
@@ -63,12 +69,30 @@ def write_report(store: ResultStore) -> Path:
             findings = describe_findings(spec, summarize(spec, store, profile, dataset=dataset))
             if findings:
                 parts += ["", "What our numbers show:", *[f"- {line}" for line in findings]]
-            for figure in _figures_for(store, spec, profile, dataset):
+            figures = figures_for(store, spec, profile, dataset)
+            for figure in figures.paths:
                 parts += ["", f"![{figure.stem}]({figure.relative_to(store.root).as_posix()})"]
+            if figures.notes:
+                parts += ["", "Figures not drawn yet:", *[f"- {note}" for note in figures.notes]]
+    if not runs.empty:
+        parts += _cross_table_section(store)
     parts += _benchmarks_section(store)
     store.root.mkdir(parents=True, exist_ok=True)
     store.report_path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return store.report_path
+
+
+def _cross_table_section(store: ResultStore) -> list[str]:
+    """Figures that draw on several specs' runs (Fig. 1c)."""
+    figures = cross_table_figures(store)
+    if not figures.paths and not figures.notes:
+        return []
+    parts = ["", "## Figures across tables"]
+    for figure in figures.paths:
+        parts += ["", f"![{figure.stem}]({figure.relative_to(store.root).as_posix()})"]
+    if figures.notes:
+        parts += ["", *[f"- {note}" for note in figures.notes]]
+    return parts
 
 
 def _specs_with_runs(store: ResultStore, runs: pd.DataFrame) -> list[tuple[str, ExperimentSpec | None]]:
@@ -153,165 +177,6 @@ def _finding(row, ref, metric: str, got: pd.Series, base: pd.Series) -> str:
         elif clear is False and abs(paper_delta) >= 10 ** -places:
             text += ", which these runs do not reproduce"
     return text + "."
-
-
-# -- figures -------------------------------------------------------------------------------
-
-
-def _figures_for(store: ResultStore, spec: ExperimentSpec, profile: str, dataset: str) -> list[Path]:
-    records = store.find(spec=spec.name, profile=profile, dataset=dataset)
-    figures = []
-    for row in spec.rows:
-        states = {}
-        for record in records:
-            if record["row"] == row.name and record.get("fasa_state"):
-                states[record["seed"]] = record["fasa_state"]
-        if states:
-            out = store.figures_dir / f"fig3a_{spec.name}_{profile}--{dataset}_{row.name}.png"
-            plot_group_probabilities(states, out, f"{spec.name} · {row.label} · {profile}, {dataset}")
-            figures.append(out)
-            frequency = next((r["classifier_norms"]["frequency"] for r in records
-                              if r["row"] == row.name and r.get("classifier_norms")), None)
-            if frequency is not None and any(e.get("probs") for s in states.values() for e in s):
-                out = store.figures_dir / f"fig3b_{spec.name}_{profile}--{dataset}_{row.name}.png"
-                plot_class_probabilities(states, frequency, out, f"{spec.name} · {row.label} · {profile}, {dataset}")
-                figures.append(out)
-    norms: dict[str, dict[int, dict]] = {}
-    for record in records:
-        if record.get("classifier_norms"):
-            norms.setdefault(record["row"], {})[record["seed"]] = record["classifier_norms"]
-    if norms:
-        labels = {r.name: r.label for r in spec.rows}
-        out = store.figures_dir / f"fig4_{spec.name}_{profile}--{dataset}.png"
-        plot_classifier_norms({labels.get(k, k): v for k, v in norms.items()}, out, f"{spec.name} · {profile}, {dataset}")
-        figures.append(out)
-    return figures
-
-
-def group_probability_frame(states: dict[int, list[dict]]) -> pd.DataFrame:
-    """Per (epoch, group): mean and std over seeds of the group's mean sampling probability."""
-    rows = [
-        {"seed": seed, "epoch": entry["epoch"], "group": group, "p": float(entry["group_mean_p"][group])}
-        for seed, entries in states.items()
-        for entry in entries
-        for group, _ in GROUPS
-        if entry.get("group_mean_p", {}).get(group) is not None
-    ]
-    frame = pd.DataFrame(rows, columns=["seed", "epoch", "group", "p"])
-    stats = frame.groupby(["group", "epoch"])["p"].agg(["mean", "std", "count"]).reset_index()
-    return stats
-
-
-def plot_group_probabilities(states: dict[int, list[dict]], out: Path, title: str) -> Path:
-    """Fig. 3a: mean sampling probability per rare/common/frequent group over training."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    stats = group_probability_frame(states)
-    fig = Figure(figsize=(6, 4), dpi=110)
-    ax = fig.add_subplot()
-    for group, name in GROUPS:
-        part = stats[stats["group"] == group].sort_values("epoch")
-        if part.empty:
-            continue
-        std = part["std"].fillna(0.0).to_numpy()
-        ax.plot(part["epoch"], part["mean"], marker="o", label=name)
-        ax.fill_between(part["epoch"], part["mean"] - std, part["mean"] + std, alpha=0.2)
-    if (stats["mean"] > 0).all() and not stats.empty:
-        ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("mean sampling probability p_c")
-    ax.set_title(f"{title}\n(mean ± std over {len(states)} seed(s))", fontsize=9)
-    ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
-
-
-def class_probability_frame(states: dict[int, list[dict]], frequency: list[str]) -> pd.DataFrame:
-    """Per (class, epoch): the class's group letter and its sampling probability, mean over seeds."""
-    rows = [
-        {"seed": seed, "epoch": entry["epoch"], "class_index": k, "group": frequency[k], "p": float(p)}
-        for seed, entries in states.items()
-        for entry in entries
-        for k, p in enumerate(entry.get("probs") or [])
-    ]
-    frame = pd.DataFrame(rows, columns=["seed", "epoch", "class_index", "group", "p"])
-    return frame.groupby(["group", "class_index", "epoch"])["p"].mean().reset_index()
-
-
-def plot_class_probabilities(states: dict[int, list[dict]], frequency: list[str], out: Path, title: str) -> Path:
-    """Fig. 3b: every class's sampling probability over training, one panel per group."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    frame = class_probability_frame(states, frequency)
-    fig = Figure(figsize=(9, 3.4), dpi=110)
-    axes = fig.subplots(1, 3, sharey=True)
-    positive = (frame["p"] > 0).all() and not frame.empty
-    for ax, (group, name) in zip(axes, GROUPS):
-        part = frame[frame["group"] == group]
-        for _, one in part.groupby("class_index"):
-            ax.plot(one["epoch"], one["p"], linewidth=0.9, alpha=0.7)
-        ax.set_title(f"{name} ({part['class_index'].nunique()} classes)", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if positive:
-            ax.set_yscale("log")
-    axes[0].set_ylabel("sampling probability p_c")
-    fig.suptitle(f"{title} (per class, mean over {len(states)} seed(s))", fontsize=9)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
-
-
-def norms_frame(by_seed: dict[int, dict]) -> pd.DataFrame:
-    """Per class: training count, group, mean and std of the classifier weight norm over seeds,
-    sorted from the most to the least frequent class."""
-    parts = [
-        pd.DataFrame({
-            "seed": seed,
-            "class_id": data["class_ids"],
-            "frequency": data["frequency"],
-            "count": data["train_instance_count"],
-            "norm": np.asarray(data["norms"], dtype=float),
-        })
-        for seed, data in by_seed.items()
-    ]
-    frame = pd.concat(parts, ignore_index=True)
-    stats = frame.groupby("class_id").agg(
-        count=("count", "first"), frequency=("frequency", "first"), mean=("norm", "mean"), std=("norm", "std")
-    )
-    return stats.sort_values(["count", "mean"], ascending=[False, False]).reset_index()
-
-
-def plot_classifier_norms(norms: dict[str, dict[int, dict]], out: Path, title: str) -> Path:
-    """Fig. 4: classifier weight norm per class, classes sorted by training frequency."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=110)
-    ax = fig.add_subplot()
-    order = None
-    for label, by_seed in norms.items():
-        stats = norms_frame(by_seed)
-        if order is None:
-            order = stats["class_id"].tolist()  # one class order for every curve
-        stats = stats.set_index("class_id").loc[[c for c in order if c in set(stats["class_id"])]]
-        x = np.arange(len(stats))
-        std = stats["std"].fillna(0.0).to_numpy()
-        ax.plot(x, stats["mean"], label=f"{label} ({len(by_seed)} seed(s))", linewidth=1.2)
-        ax.fill_between(x, stats["mean"] - std, stats["mean"] + std, alpha=0.2)
-    ax.set_xlabel("classes sorted by training instances (head → tail)")
-    ax.set_ylabel("classifier weight L2 norm")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
 
 
 # -- benchmarks ----------------------------------------------------------------------------

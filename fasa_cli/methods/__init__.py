@@ -26,7 +26,7 @@ from fasa_cli.methods.api import (  # noqa: F401  (the registration API)
 )
 from fasa_cli.methods.api import _REGISTERED
 
-_INFRASTRUCTURE = {"api", "feature"}
+_INFRASTRUCTURE = {"api", "feature", "cls_api"}  # cls_api: the classification run view
 _discovered = False
 
 

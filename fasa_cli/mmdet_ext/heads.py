@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from mmdet.models.roi_heads.bbox_heads import ConvFCBBoxHead, Shared2FCBBoxHead
 from mmdet.registry import MODELS
 
 from fasa_cli.core import FASA, FASAConfig
+from fasa_cli.mmdet_ext.cls_losses import predicted_labels, roi_cls_loss, rois_source
 
 
 class ValidationLossCollector:
@@ -29,16 +29,18 @@ class ValidationLossCollector:
         self.count = torch.zeros(num_classes, device=device, dtype=torch.float64)
         self.all_rois = 0  # background included: the official code's normaliser
 
-    def add(self, cls_score: torch.Tensor, labels: torch.Tensor) -> None:
+    def add(self, cls_score: torch.Tensor, labels: torch.Tensor, loss_cls: torch.nn.Module | None = None) -> None:
+        """`loss_cls`: the head's classification loss; its own per-RoI values and test-time
+        scores make the signal (softmax CE on the first C + 1 logits without one)."""
         # Foreground RoIs only: the adaptive update concerns the C object classes.
         num_classes = self.count.numel()
         self.all_rois += int(labels.numel())
         fg = (labels >= 0) & (labels < num_classes)
         if not fg.any():
             return
-        scores, labels = cls_score[fg][:, : num_classes + 1], labels[fg]
-        loss = F.cross_entropy(scores.float(), labels, reduction="none")
-        hit = (scores.argmax(dim=1) == labels).double()
+        scores, labels = cls_score[fg].float(), labels[fg]
+        loss = roi_cls_loss(loss_cls, scores, labels, num_classes)
+        hit = (predicted_labels(loss_cls, scores, num_classes) == labels).double()
         self.loss_sum.index_add_(0, labels, loss.double())
         self.correct.index_add_(0, labels, hit)
         self.count.index_add_(0, labels, torch.ones_like(hit))
@@ -78,19 +80,21 @@ class FASAHeadMixin:
         self.fasa.set_epoch(epoch)
 
     def _virtual_cls_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = self.loss_cls(logits, labels)
+        with rois_source(self.loss_cls, "virtual"):  # a loss's running counts skip them by default
+            loss = self.loss_cls(logits, labels)
         # Losses such as Seesaw return a dict of terms; FASA adds them all.
         return sum(loss.values()) if isinstance(loss, dict) else loss
 
     def loss_and_target(self, cls_score, bbox_pred, rois, sampling_results, rcnn_train_cfg,
                         concat: bool = True, reduction_override=None) -> dict:
-        out = super().loss_and_target(cls_score, bbox_pred, rois, sampling_results,
-                                      rcnn_train_cfg, concat=concat,
-                                      reduction_override=reduction_override)
+        with rois_source(self.loss_cls, "real" if self.val_collector is None else "validation"):
+            out = super().loss_and_target(cls_score, bbox_pred, rois, sampling_results,
+                                          rcnn_train_cfg, concat=concat,
+                                          reduction_override=reduction_override)
         features, self._cls_features = self._cls_features, None
         labels = out["bbox_targets"][0]
         if self.val_collector is not None:  # the per-epoch validation-loss pass
-            self.val_collector.add(cls_score.detach(), labels)
+            self.val_collector.add(cls_score.detach(), labels, self.loss_cls)
             return out
         positive = (labels >= 0) & (labels < self.num_classes)
         self.fasa.update(features[positive], labels[positive])

@@ -75,7 +75,7 @@ def test_state_dict_holds_every_piece_of_state():
     expected = {"mean", "spread", "instances_seen", "spread_updates", "p", "init_p", "prev_signal",
                 "prev_valid", "has_prev", "groups", "epoch", "class_counts", "_extra_state"}
     assert set(state) == expected
-    assert state["_extra_state"]["generator_state"].numel() > 0
+    assert state["_extra_state"].numel() > 2  # [format, device length, device, generator state]
     assert bool(state["has_prev"]) and int(state["epoch"]) == 1
 
 

@@ -28,3 +28,12 @@ def tiny_spec(tiny_spec_path: Path):
     from fasa_cli.experiments.spec import load_spec
 
     return load_spec(tiny_spec_path)
+
+
+@pytest.fixture
+def eql_unbuilt(monkeypatch):
+    """EQL as it was before it was built: these tests need a known method that is not built."""
+    from fasa_cli.methods import api, registered_methods
+
+    registered_methods()  # discover first, so the removal is not undone by discovery
+    monkeypatch.delitem(api._REGISTERED, "eql")

@@ -54,7 +54,7 @@ def test_ablate_runs_then_skips_and_writes_the_table(tiny_spec_path, tmp_path, f
         (["compare", "--baselines", "rfs", "--with", "moex"], ["--with 'moex'"]),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_runs_nothing(argv, words, tmp_path, fake_runner, capsys):
+def test_bad_input_is_one_line_exit_2_and_runs_nothing(argv, words, tmp_path, fake_runner, capsys, eql_unbuilt):
     code, _, err = _run([*argv, "--results-dir", str(tmp_path / "r")], capsys)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

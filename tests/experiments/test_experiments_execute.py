@@ -103,14 +103,16 @@ def test_identical_configs_are_reused_across_specs(tmp_path, tiny_spec_path, sto
     assert len(fresh.calls) == 3
 
 
-def test_unbuilt_rows_fail_before_any_run(store):
+def test_unbuilt_rows_fail_before_any_run(store, eql_unbuilt):
     runner = FakeRunner()
     spec = load_spec("table4")
     with pytest.raises(NotBuiltError, match="eql"):
         run_ablation(spec, None, [0], store, runner, _console())
     assert runner.calls == [] and list(store.records()) == []
+    table7 = load_spec("table7")  # every Table 7 row runs now: mark them paper-only to test the refusal
+    paper_only = table7.model_copy(update={"rows": [r.model_copy(update={"paper_only": True}) for r in table7.rows]})
     with pytest.raises(NotBuiltError, match="paper-only"):
-        run_ablation(load_spec("table7"), "cifar-resnet32", [0], store, runner, _console())
+        run_ablation(paper_only, "cifar-resnet32", [0], store, runner, _console())
     with pytest.raises(FasaError, match="no row 'smoteish'"):
         run_ablation(spec, None, [0], store, runner, _console(), rows=["smoteish"])
 

@@ -1,0 +1,55 @@
+"""Top-1 accuracy on the balanced test split, overall and per frequency group, as fractions
+(tables show them in %); the per-image predictions and per-class accuracies go to the run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.registry import METRICS
+
+GROUP_METRICS = {"f": "acc_many", "c": "acc_medium", "r": "acc_few"}
+
+
+@METRICS.register_module()
+class ClsAccuracyMetric(BaseMetric):
+    default_prefix = None
+
+    def __init__(self, frequency: Sequence[str], outfile: str | None = None, per_class_file: str | None = None,
+                 collect_device: str = "cpu", prefix: str | None = None):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.frequency = np.asarray(frequency)
+        self.outfile, self.per_class_file = outfile, per_class_file
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        for out in data_samples:
+            self.results.append((out["pred"].cpu(), out["label"].cpu()))
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        pred = torch.cat([p for p, _ in results]).numpy()
+        label = torch.cat([y for _, y in results]).numpy()
+        metrics, per_class = accuracy_metrics(pred, label, self.frequency)
+        if self.outfile:
+            np.savez_compressed(self.outfile, pred=pred, label=label)
+        if self.per_class_file:
+            Path(self.per_class_file).write_text(json.dumps(
+                {"accuracy": [None if np.isnan(a) else float(a) for a in per_class], "frequency": self.frequency.tolist()}))
+        return metrics
+
+
+def accuracy_metrics(pred: np.ndarray, label: np.ndarray, frequency: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Top-1 accuracy over all images and the mean per-class accuracy of each frequency group."""
+    num_classes = len(frequency)
+    hits = (pred == label).astype(np.float64)
+    count = np.bincount(label, minlength=num_classes).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        per_class = np.bincount(label, weights=hits, minlength=num_classes) / count
+    metrics = {"accuracy": float(hits.mean()) if len(hits) else float("nan")}
+    for letter, name in GROUP_METRICS.items():
+        members = (frequency == letter) & (count > 0)
+        metrics[name] = float(per_class[members].mean()) if members.any() else float("nan")
+    return metrics, per_class
