@@ -153,21 +153,12 @@ class ClsModel(BaseModel):
         return losses
 
     def _plugin_losses(self, x: Tensor, labels: Tensor, logits: Tensor) -> dict[str, Tensor]:
-        from fasa_cli.methods.feature import ClassifierBatch
+        from fasa_cli.methods.feature import ClassifierBatch, add_plugin_losses
 
         batch = ClassifierBatch(features=x, labels=labels, weights=torch.ones_like(labels, dtype=x.dtype),
                                 cls_score=logits, num_classes=self.num_classes, classifier=self.fc_cls,
                                 rois_loss=self.loss_fn, samples_loss=self.loss_fn)
-        losses = {}
-        for name, plugin in self.feature_plugins.items():
-            replaced = plugin.cls_loss(batch)
-            if replaced is not None:
-                losses["loss_cls"] = replaced
-            for key, value in plugin.losses(batch).items():
-                if not key.startswith(name):
-                    raise ValueError(f"plug-in '{name}' returned loss '{key}': keys must start with its name")
-                losses[f"loss_{key}"] = value
-        return losses
+        return add_plugin_losses(self.feature_plugins, batch, {})
 
     def _classify_virtual(self, features: Tensor) -> Tensor:
         self.virtual_used += features.shape[0]

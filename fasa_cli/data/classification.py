@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -43,12 +41,11 @@ import numpy as np
 
 from fasa_cli.data.real import cifar_lt_counts, make_cifar100_lt
 from fasa_cli.data.shapes import DrawParams, choose_classes, draw_image
+from fasa_cli.data.embedded import MANIFEST, build_into, check_manifest, generated_parent
 from fasa_cli.errors import FasaError
-from fasa_cli.paths import repo_root
 
 GENERATOR_VERSION = 1  # bump when the output for a (preset, seed) changes
 GENERATOR = "fasa-embedded-classification"
-MANIFEST = "fasa_dataset.json"
 CLASSES_FILE = "classes.json"
 SPLITS = ("train", "val", "test")
 CIFAR_ENV = "FASA_CIFAR100_ROOT"
@@ -118,13 +115,7 @@ def get_preset(name: str) -> ClsPreset:
 
 def default_root(preset: str, seed: int) -> Path:
     """$FASA_DATA_DIR/<preset>-seed<seed>-cls-v<version>, else the same under <repo>/data/generated/."""
-    parent = os.environ.get("FASA_DATA_DIR")
-    if parent:
-        base = Path(parent).expanduser()
-    else:
-        repo = repo_root()
-        base = (repo if repo is not None else Path.cwd()) / "data" / "generated"
-    return base / f"{preset}-seed{seed}-cls-v{GENERATOR_VERSION}"
+    return generated_parent() / f"{preset}-seed{seed}-cls-v{GENERATOR_VERSION}"
 
 
 def _manifest(preset: str, seed: int) -> dict:
@@ -132,60 +123,20 @@ def _manifest(preset: str, seed: int) -> dict:
 
 
 def _check_manifest(root: Path, preset: str, seed: int) -> None:
-    try:
-        found = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        found = None
-    if found != _manifest(preset, seed):
-        raise FasaError(f"{root} exists but is not the embedded classification set '{preset}' seed {seed} "
-                        f"of generator v{GENERATOR_VERSION} ({MANIFEST} says {found})",
-                        "delete that folder to regenerate it, or pass another --root")
+    check_manifest(root, _manifest(preset, seed),
+                   f"the embedded classification set '{preset}' seed {seed} of generator v{GENERATOR_VERSION}",
+                   "delete that folder to regenerate it, or pass another --root")
 
 
 def ensure_cls_embedded(preset: str = "cifar-lt", seed: int = 0, root: str | Path | None = None,
                         progress: bool = True) -> Path:
     """The embedded classification set's folder, generated first if it is not there yet."""
-    from fasa_cli.data.embedded import OWNER_FILE, PARTIAL_MARK, _owner, _umask, remove_stale_partials
-
     spec = get_preset(preset)
     if not isinstance(seed, int) or seed < 0:
         raise FasaError(f"seed must be a non-negative integer, got {seed!r}", "pass e.g. --seed 0")
     root = Path(root).expanduser() if root is not None else default_root(preset, seed)
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()
-    if root.exists():
-        _check_manifest(root, preset, seed)
-        return root
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(root.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}{PARTIAL_MARK}", dir=root.parent))
-    except OSError as err:
-        from fasa_cli.errors import os_error
-
-        why = os_error(err)
-        raise FasaError(f"cannot write the dataset into {root.parent} ({why.problem})", why.fix) from None
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        (tmp / OWNER_FILE).write_text(json.dumps(_owner()))
-        try:
-            generate(spec, seed, tmp, progress=progress)
-        except OSError as err:
-            from fasa_cli.errors import os_error
-
-            why = os_error(err)
-            raise FasaError(f"cannot write the dataset into {root.parent} ({why.problem})", why.fix) from None
-        (tmp / OWNER_FILE).unlink()
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not root.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process made the same set first
-            _check_manifest(root, preset, seed)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    build_into(root, lambda out: generate(spec, seed, out, progress=progress),
+               lambda: _check_manifest(root, preset, seed), "the dataset")
     return root
 
 

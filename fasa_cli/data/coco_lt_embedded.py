@@ -21,30 +21,17 @@ or two between neighbouring bins). The edges are stored in the training JSON's
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fasa_cli.data.embedded import (
-    OWNER_FILE,
-    PARTIAL_MARK,
-    Preset,
-    _owner,
-    _umask,
-    generate,
-    remove_stale_partials,
-)
+from fasa_cli.data.embedded import MANIFEST, Preset, build_into, check_manifest, generate, generated_parent
 from fasa_cli.data.lvis_format import COCO_URL_PREFIX, read_json
 from fasa_cli.data.shapes import DrawParams
 from fasa_cli.errors import FasaError
-from fasa_cli.paths import repo_root
 
 GENERATOR_VERSION = 1  # bump when the output for a (preset, seed) changes
-MANIFEST = "fasa_dataset.json"
 TRAIN_JSON = "annotations/coco_lt_train.json"
 VAL_JSON = "annotations/instances_val2017.json"
 COCO_LT_BIN_CLASSES = (4, 24, 32, 20)  # classes per bin in COCO-LT (METHODS.md section C)
@@ -88,13 +75,7 @@ def bin_edges(instance_counts: np.ndarray, bin_classes: tuple[int, ...] = COCO_L
 
 def default_root(preset: str, seed: int) -> Path:
     """$FASA_DATA_DIR/coco-lt-<preset>-seed<seed>-v<version>, else the same under <repo>/data/generated/."""
-    parent = os.environ.get("FASA_DATA_DIR")
-    if parent:
-        base = Path(parent).expanduser()
-    else:
-        repo = repo_root()
-        base = (repo if repo is not None else Path.cwd()) / "data" / "generated"
-    return base / f"coco-lt-{preset}-seed{seed}-v{GENERATOR_VERSION}"
+    return generated_parent() / f"coco-lt-{preset}-seed{seed}-v{GENERATOR_VERSION}"
 
 
 def paths(root: Path) -> CocoLTEmbeddedPaths:
@@ -106,51 +87,23 @@ def _manifest(preset: str, seed: int) -> dict:
 
 
 def _check_manifest(root: Path, preset: str, seed: int) -> None:
-    try:
-        found = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        found = None
-    if found != _manifest(preset, seed):
-        raise FasaError(f"{root} exists but is not the embedded COCO-LT stand-in '{preset}' seed {seed} "
-                        f"of generator v{GENERATOR_VERSION} ({MANIFEST} says {found})",
-                        "delete that folder to regenerate it")
+    check_manifest(root, _manifest(preset, seed),
+                   f"the embedded COCO-LT stand-in '{preset}' seed {seed} of generator v{GENERATOR_VERSION}",
+                   "delete that folder to regenerate it")
 
 
 def ensure_coco_lt_embedded(preset: str = "small", seed: int = 0, root: str | Path | None = None,
                             progress: bool = True) -> CocoLTEmbeddedPaths:
-    """The stand-in's paths, generating it first if needed (into a temporary sibling folder
-    renamed into place at the end, so an interrupted run never leaves half a dataset)."""
+    """The stand-in's paths, generating it first if needed (atomically, as every embedded set)."""
     if preset not in PRESETS:
         raise FasaError(f"unknown COCO-LT stand-in preset '{preset}'", f"use one of: {', '.join(PRESETS)}")
     root = Path(root).expanduser() if root is not None else default_root(preset, seed)
-    if root.exists():
-        _check_manifest(root, preset, seed)
-        return paths(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(root.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}{PARTIAL_MARK}", dir=root.parent))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        (tmp / OWNER_FILE).write_text(json.dumps(_owner()))
-        try:
-            _generate(PRESETS[preset], seed, tmp, progress)
-        except OSError as err:
-            from fasa_cli.errors import os_error
 
-            why = os_error(err)
-            raise FasaError(f"cannot write the COCO-LT stand-in into {root.parent} ({why.problem})", why.fix) from None
-        (tmp / OWNER_FILE).unlink()
-        (tmp / MANIFEST).write_text(json.dumps(_manifest(preset, seed), indent=1))
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not root.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process made the same data first
-            _check_manifest(root, preset, seed)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    def write(out: Path) -> None:
+        _generate(PRESETS[preset], seed, out, progress)
+        (out / MANIFEST).write_text(json.dumps(_manifest(preset, seed), indent=1))
+
+    build_into(root, write, lambda: _check_manifest(root, preset, seed), "the COCO-LT stand-in")
     return paths(root)
 
 

@@ -83,13 +83,16 @@ def get_preset(name: str) -> Preset:
 
 def default_root(preset: str, seed: int) -> Path:
     """$FASA_DATA_DIR/<preset>-seed<seed>-v<generator version>, else the same under <repo>/data/generated/."""
+    return generated_parent() / f"{preset}-seed{seed}-v{GENERATOR_VERSION}"  # a new version never meets old data
+
+
+def generated_parent() -> Path:
+    """Where every embedded set is generated: $FASA_DATA_DIR, else <repo>/data/generated/."""
     parent = os.environ.get("FASA_DATA_DIR")
     if parent:
-        base = Path(parent).expanduser()
-    else:
-        repo = repo_root()
-        base = (repo if repo is not None else Path.cwd()) / "data" / "generated"
-    return base / f"{preset}-seed{seed}-v{GENERATOR_VERSION}"  # a new version never meets old data
+        return Path(parent).expanduser()
+    repo = repo_root()
+    return (repo if repo is not None else Path.cwd()) / "data" / "generated"
 
 
 def embedded_paths(root: Path) -> DatasetPaths:
@@ -115,25 +118,34 @@ def ensure_embedded(preset: str = "small", seed: int = 0, root: str | Path | Non
     if not isinstance(seed, int) or seed < 0:
         raise FasaError(f"seed must be a non-negative integer, got {seed!r}", "pass e.g. --seed 0")
     root = Path(root).expanduser() if root is not None else default_root(preset, seed)
+    build_into(root, lambda out: generate(spec, seed, out, progress=progress),
+               lambda: _check_manifest(root, preset, seed), "the dataset")
+    return embedded_paths(root)
+
+
+def build_into(root: Path, write, check_existing, what: str) -> None:
+    """Make the generated folder `root` unless it exists (then `check_existing()` vets it).
+    `write(tmp)` fills a temporary sibling folder that is renamed into place at the end, so an
+    interrupted run never leaves half a dataset and two processes racing end with one copy."""
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()  # an empty folder made by the user: generate into it
     if root.exists():
-        _check_manifest(root, preset, seed)
-        return embedded_paths(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(root.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}{PARTIAL_MARK}", dir=root.parent))
+        check_existing()
+        return
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(root.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}{PARTIAL_MARK}", dir=root.parent))
+    except OSError as err:
+        raise _unwritable(what, root, err) from None
     try:
         # mkdtemp makes 0700; a dataset is shared like any folder the user makes.
         os.chmod(tmp, 0o777 & ~_umask())
         (tmp / OWNER_FILE).write_text(json.dumps(_owner()))
         try:
-            generate(spec, seed, tmp, progress=progress)
+            write(tmp)
         except OSError as err:  # a full disk, a read-only folder: one line naming where
-            from fasa_cli.errors import os_error
-
-            why = os_error(err)
-            raise FasaError(f"cannot write the dataset into {root.parent} ({why.problem})", why.fix) from None
+            raise _unwritable(what, root, err) from None
         (tmp / OWNER_FILE).unlink()
         try:
             tmp.rename(root)
@@ -142,11 +154,28 @@ def ensure_embedded(preset: str = "small", seed: int = 0, root: str | Path | Non
                 raise
             # Another process finished the same dataset first; theirs is identical.
             shutil.rmtree(tmp, ignore_errors=True)
-            _check_manifest(root, preset, seed)
+            check_existing()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return embedded_paths(root)
+
+
+def _unwritable(what: str, root: Path, err: OSError) -> FasaError:
+    from fasa_cli.errors import os_error
+
+    why = os_error(err)
+    return FasaError(f"cannot write {what} into {root.parent} ({why.problem})", why.fix)
+
+
+def check_manifest(root: Path, expected: dict, what: str, fix: str) -> None:
+    """A generated folder must say it is what its name claims (generator, version, preset, seed)."""
+    path = root / MANIFEST
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    if found != expected:
+        raise FasaError(f"{root} exists but is not {what} ({path.name} says {found})", fix)
 
 
 PARTIAL_MARK = ".partial-"
@@ -226,17 +255,9 @@ def _manifest(preset: str, seed: int) -> dict:
 
 
 def _check_manifest(root: Path, preset: str, seed: int) -> None:
-    path = root / MANIFEST
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        found = None
-    if found != _manifest(preset, seed):
-        raise FasaError(
-            f"{root} exists but is not the embedded dataset '{preset}' seed {seed} of generator "
-            f"v{GENERATOR_VERSION} ({path.name} says {found})",
-            "delete that folder to regenerate it, or pass another --root",
-        )
+    check_manifest(root, _manifest(preset, seed),
+                   f"the embedded dataset '{preset}' seed {seed} of generator v{GENERATOR_VERSION}",
+                   "delete that folder to regenerate it, or pass another --root")
 
 
 def _class_targets(spec: Preset) -> np.ndarray:

@@ -145,9 +145,7 @@ def _finding(row, ref, metric: str, got: pd.Series, base: pd.Series) -> str:
     if n == 0 or ref_n == 0:
         return ""
     places = decimals(metric)
-    paired = got.get(f"{metric}_paired", math.nan)
-    # With a paired interval the point is the paired difference over the same seed pairs.
-    delta = mean - ref_mean if math.isnan(paired) else paired
+    delta = got.get(f"{metric}_delta", mean - ref_mean)  # spec_table's: paired where there is an interval
 
     def with_std(m: float, s: float) -> str:
         return f"{m:.{places}f}" if math.isnan(s) else f"{m:.{places}f} ± {s:.{places + 1}f}"

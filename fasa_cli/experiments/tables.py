@@ -77,10 +77,12 @@ def summarize(
         table.loc[row.name, "reference"] = ref.name if ref else None
         intervals = paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) if ref else {}
         for metric in metrics:
-            delta = table.loc[row.name, f"{metric}_mean"] - table.loc[ref.name, f"{metric}_mean"] if ref else math.nan
-            table.loc[row.name, f"{metric}_delta"] = delta
             got = intervals.get(metric)
             scale = display_scale(metric)
+            # With an interval the delta is the paired one, over the same seed pairs as the
+            # interval (with every seed paired it equals the difference of means).
+            means_delta = table.loc[row.name, f"{metric}_mean"] - table.loc[ref.name, f"{metric}_mean"] if ref else math.nan
+            table.loc[row.name, f"{metric}_delta"] = got.delta * scale if got else means_delta
             table.loc[row.name, f"{metric}_paired"] = got.delta * scale if got else math.nan
             table.loc[row.name, f"{metric}_lo"] = got.low * scale if got else math.nan
             table.loc[row.name, f"{metric}_hi"] = got.high * scale if got else math.nan
@@ -198,12 +200,9 @@ def _mean_std_text(mean: float, std: float, places: int) -> str:
 
 def _delta_text(got: pd.Series, metric: str) -> str:
     """The difference to the reference with its paired 95 % interval where match tables exist;
-    '*' marks an interval that excludes 0. With an interval the point is the paired difference
-    over the seeds both rows finished, so point and interval describe the same pairs (with every
-    seed paired it equals the difference of means)."""
+    '*' marks an interval that excludes 0."""
     places = decimals(metric)
-    paired = got.get(f"{metric}_paired", math.nan)
-    delta = got[f"{metric}_delta"] if math.isnan(paired) else paired
+    delta = got[f"{metric}_delta"]
     if math.isnan(delta):
         return MISSING
     text = signed(delta, places)

@@ -82,6 +82,20 @@ class FeaturePlugin(nn.Module):
         return {}
 
 
+def add_plugin_losses(plugins, batch: ClassifierBatch, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Every active plug-in's losses into `losses` (named `loss_<plugin>...`); a plug-in's
+    `cls_loss` replaces the host's classification loss. Shared by every host head."""
+    for name, plugin in plugins.items():
+        replaced = plugin.cls_loss(batch)
+        if replaced is not None:
+            losses["loss_cls"] = replaced
+        for key, value in plugin.losses(batch).items():
+            if not key.startswith(name):
+                raise ValueError(f"plug-in '{name}' returned loss '{key}': keys must start with its name")
+            losses[f"loss_{key}"] = value
+    return losses
+
+
 class ClassBank(nn.Module):
     """A bounded per-class FIFO of detached features: `size` slots per class, [C, size, d]."""
 

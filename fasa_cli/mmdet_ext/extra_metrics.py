@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from mmdet.registry import METRICS
 
-from fasa_cli.evaluation import evaluate_coco, save_detections
+from fasa_cli.evaluation import evaluate_coco
 from fasa_cli.evaluation.fixed_pool import FIXED_DETS_PER_CLASS, evaluate_fixed_pool, short_classes
 from fasa_cli.mmdet_ext.metric import FASALVISMetric
 
@@ -56,14 +56,5 @@ class FASACocoMetric(FASALVISMetric):
         super().__init__(*args, **kwargs)
         self.bins = {name: [int(i) for i in ids] for name, ids in (bins or {}).items()}
 
-    def compute_metrics(self, results: list) -> dict:
-        results = [det for per_image in results for det in per_image]
-        if self.outfile:
-            save_detections(self.outfile, results)
-        metrics = {}
-        for iou_type in self.iou_types:
-            values = evaluate_coco(self.ann_file, results, iou_type=iou_type, backend=self.backend,
-                                   bins=self.bins)
-            prefix = "" if iou_type == "segm" else "bbox_"
-            metrics.update({f"{prefix}{k}": float(v) for k, v in values.items()})
-        return metrics
+    def evaluate_iou_type(self, results: list[dict], iou_type: str) -> dict:
+        return evaluate_coco(self.ann_file, results, iou_type=iou_type, backend=self.backend, bins=self.bins)

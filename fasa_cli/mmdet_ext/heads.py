@@ -179,7 +179,7 @@ class PluginHostMixin:
 
     def loss_and_target(self, cls_score, bbox_pred, rois, sampling_results, rcnn_train_cfg,
                         concat: bool = True, reduction_override=None) -> dict:
-        from fasa_cli.methods.feature import ClassifierBatch
+        from fasa_cli.methods.feature import ClassifierBatch, add_plugin_losses
 
         features, self._plugin_features = self._plugin_features, None
         out = super().loss_and_target(cls_score, bbox_pred, rois, sampling_results,
@@ -198,15 +198,7 @@ class PluginHostMixin:
                                 cls_score=cls_score, num_classes=self.num_classes,
                                 classifier=self.fc_cls, rois_loss=rois_loss,
                                 samples_loss=self._plugin_samples_loss)
-        losses = out["loss_bbox"]
-        for name, plugin in self.feature_plugins.items():
-            replaced = plugin.cls_loss(batch)
-            if replaced is not None:
-                losses["loss_cls"] = replaced
-            for key, value in plugin.losses(batch).items():
-                if not key.startswith(name):
-                    raise ValueError(f"plug-in '{name}' returned loss '{key}': keys must start with its name")
-                losses[f"loss_{key}"] = value
+        add_plugin_losses(self.feature_plugins, batch, out["loss_bbox"])
         return out
 
     def _plugin_samples_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,6 @@ lvis-api as the reference), with the detections saved for `fasa eval` and `fasa 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -58,8 +57,11 @@ class FASALVISMetric(BaseMetric):
             save_detections(self.outfile, results)
         metrics = {}
         for iou_type in self.iou_types:
-            values = evaluate_lvis(self.ann_file, results, iou_type=iou_type,
-                                   backend=self.backend, max_dets=self.max_dets)
             prefix = "" if iou_type == "segm" else "bbox_"
-            metrics.update({f"{prefix}{k}": float(v) for k, v in values.items()})
+            metrics.update({f"{prefix}{k}": float(v) for k, v in self.evaluate_iou_type(results, iou_type).items()})
         return metrics
+
+    def evaluate_iou_type(self, results: list[dict], iou_type: str) -> dict:
+        """One IoU type's metrics of the flat detection list (subclasses change the protocol)."""
+        return evaluate_lvis(self.ann_file, results, iou_type=iou_type, backend=self.backend,
+                             max_dets=self.max_dets)
