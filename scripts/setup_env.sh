@@ -36,7 +36,7 @@ pip_install "torch==$TORCH_VERSION" "numpy>=1.26" "setuptools<81" wheel packagin
 log "runtime dependencies"
 pip_install addict yapf termcolor rich opencv-python-headless pillow matplotlib scipy \
   shapely six terminaltables tqdm pycocotools "faster-coco-eval==1.8.0" typer pandas pyyaml \
-  "pydantic>=2" scikit-learn cycler kiwisolver pyparsing python-dateutil pytest hypothesis \
+  "pydantic>=2" scikit-learn cycler kiwisolver pyparsing python-dateutil pytest pytest-xdist hypothesis \
   seaborn appdirs scikit-image "submitit>=1.5"  # tidecv imports seaborn and appdirs at import time; submitit: cluster sweeps
 # instaboostfast (mmdet's InstaBoost transform, Table 2) also asks for opencv-python; its other
 # needs (numpy, scipy, scikit-image, pycocotools, matplotlib, pillow) are installed above.

@@ -12,9 +12,9 @@ app = typer.Typer(help="Make, check and describe datasets.", no_args_is_help=Tru
 
 
 def _console():
-    from rich.console import Console
+    from fasa_cli.commands import wide_console
 
-    return Console()
+    return wide_console()  # a problem line unbroken in pipes and logs (rich wraps at 80 there)
 
 
 def _dataset_jsons(path: Path) -> list[Path]:

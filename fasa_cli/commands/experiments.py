@@ -211,10 +211,11 @@ def verify(
         verdicts = run_verify(loaded, used_profile, pairs, store, default_scratch(store),
                               _lazy(RUNNER_FACTORY or default_runner), dataset=dataset, progress=on_progress)
     table = Table(title=f"fasa verify {loaded.name} ({used_profile}, {used_dataset})")
-    for column in ("row", "seed", "case", "reproduced", "detail", "why the setting differs"):
+    for column in ("row", "seed", "case", "reproduced", "identical", "detail", "why the setting differs"):
         table.add_column(column)
     for v in verdicts:
-        table.add_row(v.row, str(v.seed), v.case, "yes" if v.reproduced else "NO", v.detail, "; ".join(v.reasons) or "—")
+        table.add_row(v.row, str(v.seed), v.case, "yes" if v.reproduced else "NO", "yes" if v.identical else "no",
+                      v.detail, "; ".join(v.reasons) or "—")
     console.print(table)
     from datetime import datetime, timezone
 
@@ -226,4 +227,5 @@ def verify(
     if failed:
         console.print(f"{len(failed)} of {len(verdicts)} run(s) did not reproduce")
         raise typer.Exit(1)
-    console.print(f"all {len(verdicts)} run(s) reproduced")
+    same = sum(v.identical for v in verdicts)
+    console.print(f"all {len(verdicts)} run(s) reproduced, {same} of them with every metric identical")

@@ -9,7 +9,8 @@ w_i. With every w_i = 1 this is lvis-api's accumulation exactly (tested), so the
 are small enough to keep with each committed record.
 
 Two runs evaluated on the same images are compared with the *same* resamples, so the
-interval of their difference is not inflated by which images happened to be in val.
+interval of their difference is not inflated by which images happened to be in val; over
+several seeds the seed pairs are resampled too (`paired_deltas`).
 """
 
 from __future__ import annotations
@@ -298,7 +299,10 @@ def paired_deltas(
     seed: int = 0,
 ) -> dict[str, PairedDelta]:
     """Mean over paired runs (a_i, b_i: same seed, same split) of metric(a_i) - metric(b_i),
-    with a percentile interval over the same image resamples for every run."""
+    with a percentile interval from a two-level bootstrap: each resample draws the validation
+    images (the same draw for every run) and, with two or more pairs, the pairs themselves.
+    Images alone measure evaluation noise; drawing the pairs adds training noise, which is
+    as large: a change of thread count alone moved one baseline seed's APr by 4 points."""
     if not runs_a or len(runs_a) != len(runs_b):
         raise FasaError("paired intervals need the same number (> 0) of runs on each side",
                         "compare rows over the same seeds")
@@ -308,17 +312,22 @@ def paired_deltas(
             raise FasaError("paired runs were evaluated on different validation images",
                             "compare runs of the same dataset")
     weights = np.vstack([np.ones((1, len(images))), bootstrap_weights(len(images), samples, seed)])
-    diffs = {m: np.zeros(len(weights)) for m in metrics}
-    for a, b in zip(runs_a, runs_b):
+    # per_pair[m][i, s]: pair i's difference on resample s (column 0: the full split)
+    per_pair = {m: np.zeros((len(runs_a), len(weights))) for m in metrics}
+    for i, (a, b) in enumerate(zip(runs_a, runs_b)):
         ma, mb = a.metrics(weights), b.metrics(weights)
         for m in metrics:
-            diffs[m] += (ma[m] - mb[m]) / len(runs_a)
+            per_pair[m][i] = ma[m] - mb[m]
+    pairs = len(runs_a)
+    drawn = (np.random.default_rng([seed, 1]).integers(0, pairs, size=(samples, pairs)) if pairs > 1
+             else np.zeros((samples, 1), dtype=int))
+    columns = np.arange(1, samples + 1)[:, None]
     tail = 100 * (1 - level) / 2
     out = {}
     for m in metrics:
-        boot = diffs[m][1:]
+        boot = per_pair[m][drawn, columns].mean(axis=1)
         low, high = (np.nanpercentile(boot, [tail, 100 - tail]) if np.isfinite(boot).any() else (np.nan, np.nan))
-        out[m] = PairedDelta(m, float(diffs[m][0]), float(low), float(high), len(runs_a), samples)
+        out[m] = PairedDelta(m, float(per_pair[m][:, 0].mean()), float(low), float(high), pairs, samples)
     return out
 
 

@@ -240,7 +240,7 @@ def run_ablation(
             threads = _threads_per_run(jobs)
             console.print(f"{jobs} runs side by side, {threads} torch thread(s) each")
             try:
-                with _env(THREADS_ENV, str(threads)):
+                with env_var(THREADS_ENV, str(threads)):
                     for phase in twin_phases(todo, lambda pair: (configs[pair[0]].config_hash(), pair[1])):
                         run_side_by_side(phase, jobs, run_one)
             except KeyboardInterrupt:
@@ -510,7 +510,8 @@ def _wait_for_jobs(jobs: dict, console: Console, poll_s: float) -> list[str]:
 
 
 @contextlib.contextmanager
-def _env(name: str, value: str):
+def env_var(name: str, value: str):
+    """Set one environment variable for a with-block (training children inherit it)."""
     previous = os.environ.get(name)
     os.environ[name] = value
     try:

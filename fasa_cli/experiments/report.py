@@ -50,7 +50,7 @@ def write_report(store: ResultStore) -> Path:
         f"{store.records_root.relative_to(store.root).as_posix()}/{latest}.",
         "Our numbers are mean ± sample std over seeds; columns marked (paper) are the paper's, copied "
         "from its tables. Δ columns are differences of our means to the reference row, with the paired "
-        "95 % bootstrap interval over validation images; a difference counts as real only when that "
+        "95 % bootstrap interval over seeds and validation images; a difference counts as real only when that "
         "interval excludes 0 (marked *).",
         "",
         PAPER_PROFILES_NOTE,

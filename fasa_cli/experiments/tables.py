@@ -98,7 +98,7 @@ def _current_records(spec: ExperimentSpec, store: ResultStore, row, profile: str
 
 
 def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) -> dict:
-    """Paired bootstrap intervals (95 %, over validation images) of row minus reference for
+    """Paired bootstrap intervals (95 %, over seed pairs and validation images) of row minus reference for
     the AP metrics, over the seeds both rows finished; {} when no pair has match tables."""
     from fasa_cli.evaluation.bootstrap import METRICS as BOOTSTRAP_METRICS, paired_deltas
 
@@ -271,8 +271,9 @@ def spec_markdown(
         "",
         f"Paper's setting: {spec.paper_setting}. Columns marked (paper) are the paper's numbers; "
         "the others are ours, mean ± sample std over the finished seeds. Δ is the difference to the "
-        "reference row, with its paired 95 % bootstrap interval over validation images (same seeds, "
-        "same resamples for both rows); * marks an interval that excludes 0.",
+        "reference row, with its paired 95 % bootstrap interval over seeds and validation images (same "
+        "seeds, same image resamples for both rows, the seed pairs resampled too); * marks an interval "
+        "that excludes 0.",
     ]
     if spec.caption:
         parts += ["", f"Paper caption: {spec.caption}"]

@@ -8,21 +8,26 @@ Two cases, decided per record before anything is compared:
 - *different setting* (another CPU, other versions, changed code): bit-identity is not
   expected; the re-run reproduces the record when the paired 95 % bootstrap interval of
   (re-run minus record) over validation images includes 0 for AP and APr.
+Either way the verdict says whether every metric came out identical: code that changed
+without changing the numbers still reproduces its records bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from fasa_cli.backend.provenance import same_machine_type
 from fasa_cli.evaluation.bootstrap import paired_deltas
-from fasa_cli.experiments.execute import Runner, execute_run
+from fasa_cli.experiments.execute import THREADS_ENV, Runner, env_var, execute_run
 from fasa_cli.experiments.spec import ExperimentSpec
 from fasa_cli.experiments.store import ResultStore
 from fasa_cli.paths import repo_root
+from fasa_cli.registry import METRICS
 
 # The code that computes a run's numbers: a change here may change them. Tables, reports,
 # commands and specs are left out (a spec change shows as a different config hash, which
@@ -30,7 +35,8 @@ from fasa_cli.paths import repo_root
 # provenance.
 CODE_PATHS = ("fasa_cli/core", "fasa_cli/methods", "fasa_cli/mmdet_ext", "fasa_cli/backend", "fasa_cli/data",
               "fasa_cli/evaluation", "fasa_cli/runconfig.py", "fasa_cli/rundir.py")
-UNTIMED = ("train_s_per_iter", "train_mem_gb")
+# Table 12's measurements of the machine (time and memory per iteration) are not results.
+UNTIMED = tuple(name for name, entry in METRICS.items() if entry.paper_table == "12")
 INTERVAL_METRICS = ("AP", "APr")
 
 
@@ -42,6 +48,7 @@ class Verdict:
     reasons: list[str]  # why the setting differs ([] for the same setting)
     reproduced: bool
     detail: str
+    identical: bool = False  # every metric equal to the record's (timing and memory excepted)
     record_id: str = ""
     rerun: dict | None = None  # what re-ran it: code version and machine (for the verification log)
 
@@ -61,7 +68,11 @@ def code_changes_since(commit: str | None) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.strip()]
 
 
-def compare(committed: dict, rerun: dict, store: ResultStore, scratch: ResultStore) -> Verdict:
+def compare(committed: dict, rerun: dict, store: ResultStore, scratch: ResultStore,
+            seed_sd: dict[str, float] | None = None) -> Verdict:
+    """`seed_sd`: the row's seed-to-seed sd per metric in the committed records; a retrained
+    model in another setting is, in effect, another seed, so the detail also says whether
+    its difference lies within what two seeds differ by (1.96 * sqrt(2) * sd)."""
     reasons = same_machine_type(committed.get("provenance", {}), rerun.get("provenance", {}))
     changed = code_changes_since(committed.get("code_version", {}).get("commit"))
     if committed.get("code_version", {}).get("dirty"):
@@ -78,16 +89,37 @@ def compare(committed: dict, rerun: dict, store: ResultStore, scratch: ResultSto
     if not reasons:
         detail = "all metrics identical" if not differing else "differ: " + ", ".join(
             f"{n} {_pct(theirs.get(n))} -> {_pct(ours.get(n))}" for n in differing[:6])
-        return Verdict(row, seed, "same setting", [], not differing, detail)
+        return Verdict(row, seed, "same setting", [], not differing, detail, identical=not differing)
     a, b = scratch.matches(rerun), store.matches(committed)
     if a is None or b is None:
-        return Verdict(row, seed, "different setting", reasons, False, "no match tables to compare")
+        return Verdict(row, seed, "different setting", reasons, not differing,
+                       "all metrics identical" if not differing else "no match tables to compare",
+                       identical=not differing)
     deltas = paired_deltas([a], [b], INTERVAL_METRICS)
     inside = all(not d.excludes_zero for d in deltas.values())
     detail = "; ".join(f"Δ{m} {100 * d.delta:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]" for m, d in deltas.items())
     if not differing:
         detail = "all metrics identical anyway; " + detail
-    return Verdict(row, seed, "different setting", reasons, inside, detail)
+    elif seed_sd:
+        bounds = {m: 1.96 * math.sqrt(2) * seed_sd[m] for m in deltas if m in seed_sd}
+        within = all(abs(deltas[m].delta) <= bound for m, bound in bounds.items())
+        detail += ("; within" if within else "; outside") + " two seeds' spread (" + ", ".join(
+            f"{m} ±{100 * bound:.2f}" for m, bound in bounds.items()) + ")"
+    return Verdict(row, seed, "different setting", reasons, inside, detail, identical=not differing)
+
+
+def seed_spread(store: ResultStore, spec: str, row: str, profile: str, dataset: str) -> dict[str, float] | None:
+    """Sample sd over seeds of the row's committed AP and APr (None below 3 seeds)."""
+    records = store.find(spec=spec, row=row, profile=profile, dataset=dataset)
+    if len(records) < 3:
+        return None
+    spread = {}
+    for metric in INTERVAL_METRICS:
+        values = [r["metrics"][metric] for r in records if r["metrics"].get(metric) is not None]
+        if len(values) >= 3:
+            mean = sum(values) / len(values)
+            spread[metric] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return spread or None
 
 
 def verify(spec: ExperimentSpec, profile: str, pairs: list[tuple[str, int]], store: ResultStore,
@@ -95,16 +127,29 @@ def verify(spec: ExperimentSpec, profile: str, pairs: list[tuple[str, int]], sto
     """Re-run each (row, seed) into `scratch` (never into the committed store) and compare."""
     verdicts = []
     for row, seed in pairs:
-        committed = store.read_record(_key(spec, row, seed, profile, dataset))
+        key = _key(spec, row, seed, profile, dataset)
+        committed = store.read_record(key)
         if committed is None:
             continue
         committed = _own(store, committed)
-        rerun = execute_run(spec, row, seed, profile, scratch, runner, progress, dataset, reuse=False)
-        verdict = compare(committed, rerun, store, scratch)
+        if scratch.is_finished(key):  # an earlier verification's run: train again, keep it aside
+            scratch.move_aside(key)
+        with _threads_of(committed):
+            rerun = execute_run(spec, row, seed, profile, scratch, runner, progress, dataset, reuse=False)
+        verdict = compare(committed, rerun, store, scratch, seed_spread(store, spec.name, row, profile, key.dataset))
         verdict.record_id = committed.get("record_id", "")
         verdict.rerun = {"code_version": rerun.get("code_version"), "machine": _machine(rerun.get("provenance", {}))}
         verdicts.append(verdict)
     return verdicts
+
+
+def _threads_of(committed: dict):
+    """Train with the record's thread count (a part of its setting on CPU), unless
+    FASA_NUM_THREADS asks for another."""
+    threads = (committed.get("provenance") or {}).get("threads")
+    if os.environ.get(THREADS_ENV) or not threads:
+        return contextlib.nullcontext()
+    return env_var(THREADS_ENV, str(threads))
 
 
 def _at_commit_hint(committed: dict) -> list[str]:
@@ -135,7 +180,7 @@ def write_log(store: ResultStore, spec: str, profile: str, dataset: str, verdict
     log = json.loads(path.read_text()) if path.exists() else {}
     for v in verdicts:
         log[f"{v.row}/seed{v.seed}"] = {"record_id": v.record_id, "case": v.case, "reproduced": v.reproduced,
-                                        "detail": v.detail, "reasons": v.reasons, "verified_at": when,
+                                        "identical": v.identical, "detail": v.detail, "reasons": v.reasons, "verified_at": when,
                                         "verified_with": v.rerun}
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_json(path, log)

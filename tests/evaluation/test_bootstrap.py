@@ -59,3 +59,17 @@ def test_paired_interval_of_a_run_with_itself_is_zero_and_a_worse_run_is_seen(lv
     delta = paired_deltas([worse], [table], ("AP",), samples=100)["AP"]
     assert delta.delta < 0 and delta.high < 0 and delta.excludes_zero
     assert delta.low <= delta.delta <= delta.high
+
+
+def test_over_several_seeds_the_interval_also_resamples_the_pairs(lvis_small_derive, lvis_gt_small, table):
+    """Two seed pairs that disagree (one equal, one clearly worse) give a wider interval than
+    either pair's image noise alone would, reaching from about the worse pair's difference to 0."""
+    worse = match_table(lvis_gt_small, lvis_small_derive.jittered(lvis_small_derive.realistic("segm", seed=3), 0.3), "segm")
+    one = paired_deltas([worse], [table], ("AP",), samples=400)["AP"]
+    both = paired_deltas([worse, table], [table, table], ("AP",), samples=400)["AP"]
+    assert both.delta == pytest.approx(one.delta / 2)
+    # Images alone would give the mean pair's interval, half as wide as one worse pair's.
+    assert both.high - both.low > 1.5 * (one.high - one.low) / 2
+    assert both.high >= -1e-12 and both.low <= 0.9 * one.delta  # a draw of only the equal pair, or only the worse
+    same = paired_deltas([table, table], [table, table], ("AP",), samples=50)["AP"]
+    assert same.low == same.high == 0

@@ -64,6 +64,9 @@ def test_changed_code_is_a_different_setting(tiny_spec, store, monkeypatch):
     execute_run(tiny_spec, "base", 0, "cpu-compact", store, _Runner(PROVENANCE))
     [verdict] = verify(tiny_spec, "cpu-compact", [("base", 0)], store, default_scratch(store), _Runner(PROVENANCE))
     assert verdict.case == "different setting" and "code changed: fasa_cli/core/fasa.py" in verdict.reasons
+    assert verdict.reproduced and verdict.identical  # code changed, numbers did not: still bit for bit
+    [moved] = verify(tiny_spec, "cpu-compact", [("base", 0)], store, default_scratch(store), _Runner(PROVENANCE, 1e-4))
+    assert moved.reproduced and not moved.identical  # judged by the paired interval instead
 
 
 def test_the_verify_command_reports_each_run_and_exits_by_the_outcome(tiny_spec_path, tmp_path, monkeypatch, capsys):
@@ -79,7 +82,8 @@ def test_the_verify_command_reports_each_run_and_exits_by_the_outcome(tiny_spec_
         main(["verify", str(tiny_spec_path), "--rows", "base,fasa", "--results-dir", str(results)])
     out = capsys.readouterr().out
     assert done.value.code in (0, None), out
-    assert "all 2 run(s) reproduced" in out and "different setting" in out  # fakes carry no provenance
+    assert "all 2 run(s) reproduced, 2 of them with every metric identical" in out
+    assert "different setting" in out  # fakes carry no provenance
     with pytest.raises(SystemExit) as done:
         main(["verify", str(tiny_spec_path), "--seeds", "7", "--results-dir", str(results)])
     assert done.value.code == 2 and "no committed records" in capsys.readouterr().err
@@ -94,7 +98,7 @@ def test_verdicts_are_logged_per_row_and_seed_and_merged(tiny_spec, store, clean
     log = json.loads(path.read_text())
     assert set(log) == {"fasa/seed0", "other/seed1"}  # the second write kept the first entry
     entry = log["fasa/seed0"]
-    assert entry["case"] == "same setting" and entry["reproduced"] is True
+    assert entry["case"] == "same setting" and entry["reproduced"] is True and entry["identical"] is True
     assert entry["record_id"] == verdicts[0].record_id != ""
     assert entry["verified_with"]["machine"]["cpu"] == "X" and entry["verified_with"]["machine"]["threads"] == 2
 
@@ -107,3 +111,38 @@ def test_a_code_change_names_the_commit_to_check_out_for_bit_identity(tiny_spec,
     assert v.case == "different setting"
     assert "code changed: fasa_cli/core/fasa.py" in v.reasons
     assert any("git worktree add" in r and "c0ffee1234" in r for r in v.reasons)
+
+
+def test_a_rerun_trains_with_the_records_thread_count_and_never_reuses_an_old_rerun(tiny_spec, store, clean_code,
+                                                                                    monkeypatch):
+    import os
+
+    seen = []
+
+    class _Counting(_Runner):
+        def __call__(self, config, run_dir, seed, on_progress=None):
+            seen.append(os.environ.get("FASA_NUM_THREADS"))
+            return super().__call__(config, run_dir, seed, on_progress)
+
+    monkeypatch.delenv("FASA_NUM_THREADS", raising=False)
+    execute_run(tiny_spec, "fasa", 0, "cpu-compact", store, _Runner(PROVENANCE))  # a 2-thread record
+    for _ in range(2):
+        verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Counting(PROVENANCE))
+    assert seen == ["2", "2"]  # trained twice: the second verification did not read the first's record
+    assert os.environ.get("FASA_NUM_THREADS") is None
+    monkeypatch.setenv("FASA_NUM_THREADS", "3")  # asked for explicitly: another setting on purpose
+    verify(tiny_spec, "cpu-compact", [("fasa", 0)], store, default_scratch(store), _Counting(PROVENANCE))
+    assert seen[-1] == "3"
+
+
+def test_another_setting_is_also_set_against_the_rows_seed_spread(tiny_spec, store, clean_code):
+    for seed in (0, 1, 2):
+        execute_run(tiny_spec, "fasa", seed, "cpu-compact", store, _Runner(PROVENANCE))
+    spread = verify_mod.seed_spread(store, tiny_spec.name, "fasa", "cpu-compact", "embedded-tiny")
+    aprs = [r["metrics"]["APr"] for r in store.find(row="fasa")]
+    mean = sum(aprs) / 3
+    assert spread["APr"] == pytest.approx((sum((a - mean) ** 2 for a in aprs) / 2) ** 0.5)
+    elsewhere = {**PROVENANCE, "threads": 1}
+    [verdict] = verify(tiny_spec, "cpu-compact", [("fasa", 1)], store, default_scratch(store), _Runner(elsewhere, 1e-4))
+    assert verdict.case == "different setting" and "within two seeds' spread (AP ±" in verdict.detail
+    assert verify_mod.seed_spread(store, tiny_spec.name, "base", "cpu-compact", "embedded-tiny") is None

@@ -152,12 +152,12 @@ def test_a_tiny_ablation_records_what_figs_1b_and_5_need(tiny_data_dir, tmp_path
         profiles: [cpu-compact]
         dataset: {cpu-compact: embedded-tiny}
         base:
-          train: {epochs: 2, batch_size: 4, val_loss_images: 8}
+          train: {epochs: 1, batch_size: 4, val_loss_images: 8}
         metrics: [AP, APr]
         seeds: [0]
         rows:
           - {name: base, label: Baseline, baseline: true}
-          - {name: fasa, label: FASA (Mean-shift), set: {fasa: {clustering: meanshift, start_epoch: 1}}}
+          - {name: fasa, label: FASA (Mean-shift), set: {fasa: {clustering: meanshift, start_epoch: 0}}}
         """))
     spec = load_spec(path)
     store = ResultStore(tmp_path / "results")
