@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +118,7 @@ def seed_spread(store: ResultStore, spec: str, row: str, profile: str, dataset: 
     for metric in INTERVAL_METRICS:
         values = [r["metrics"][metric] for r in records if r["metrics"].get(metric) is not None]
         if len(values) >= 3:
-            mean = sum(values) / len(values)
-            spread[metric] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            spread[metric] = statistics.stdev(values)
     return spread or None
 
 
