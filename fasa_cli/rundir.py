@@ -66,6 +66,17 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return checkpoint
 
 
+def engine_default_hooks() -> dict:
+    """mmengine's default hooks for every run, detection or classification: a checkpoint each
+    epoch (the last two kept, which `last_checkpoint` resumes from) and the sampler's seed."""
+    return dict(
+        timer=dict(type="IterTimerHook"),
+        logger=dict(type="LoggerHook", interval=20),
+        param_scheduler=dict(type="ParamSchedulerHook"),
+        checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2),
+        sampler_seed=dict(type="DistSamplerSeedHook"))
+
+
 def read_jsonl(path: Path) -> list[Any]:
     """The lines of an append-only JSON log; a torn last line (a kill or a full disk during
     the append) is dropped, a torn line before the end is corruption and an error."""

@@ -17,6 +17,7 @@ from fasa_cli.errors import FasaError, NotBuiltError
 from fasa_cli.methods import apply_method
 from fasa_cli.registry import lookup
 from fasa_cli.runconfig import RunConfig
+from fasa_cli.rundir import engine_default_hooks
 
 # Share of the training images held out when train.val_split is "train_holdout".
 HOLDOUT_FRACTION = 0.1
@@ -228,12 +229,7 @@ def build_config(run: RunConfig, data: DatasetInfo, work_dir: Path, seed: int,
                  end=p.warmup_iters),
             dict(type="MultiStepLR", by_epoch=True, begin=0, end=epochs,
                  milestones=[s for s in p.lr_steps if s < epochs], gamma=0.1)],
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=20),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2),
-            sampler_seed=dict(type="DistSamplerSeedHook")),
+        default_hooks=engine_default_hooks(),
         custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressHook"), last_hook],
         env_cfg=dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork"),
                      dist_cfg=dict(backend="nccl")),

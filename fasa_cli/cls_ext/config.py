@@ -13,9 +13,11 @@ from pathlib import Path
 
 from fasa_cli.cls_ext.profiles import get_cls_profile
 from fasa_cli.errors import FasaError
+from fasa_cli.evaluation.bootstrap import MATCHES_FILE
 from fasa_cli.methods.cls_api import CROSS_ENTROPY, LINEAR, ClsRunEdit, apply_cls_method
 from fasa_cli.registry import lookup
 from fasa_cli.runconfig import RunConfig
+from fasa_cli.rundir import engine_default_hooks
 
 BACKBONE = "fasa_cli.cls_ext.backbones:CifarResNet"
 PREDICTIONS_FILE = "predictions.npz"
@@ -74,18 +76,14 @@ def build_cls_config(run: RunConfig, data, work_dir: Path, seed: int) -> dict:
                                      phase_epochs=epochs, balanced_from=view.sampler.get("balanced_from"))),
         test_dataloader=loader("test", p.test_batch_size, dict(type="DefaultSampler", shuffle=False)),
         test_evaluator=dict(type="ClsAccuracyMetric", frequency=list(data.frequency),
-                            outfile=str(work_dir / PREDICTIONS_FILE), per_class_file=str(work_dir / PER_CLASS_FILE)),
+                            outfile=str(work_dir / PREDICTIONS_FILE), per_class_file=str(work_dir / PER_CLASS_FILE),
+                            matches_file=str(work_dir / MATCHES_FILE)),
         train_cfg=dict(type="EpochBasedTrainLoop", max_epochs=epochs * phases, val_interval=epochs * phases + 1),
         test_cfg=dict(type="TestLoop"),
         optim_wrapper=dict(type="OptimWrapper", optimizer=dict(type="SGD", lr=float(s["lr"]),
                                                                momentum=float(s["momentum"]),
                                                                weight_decay=float(s["weight_decay"]))),
-        default_hooks=dict(
-            timer=dict(type="IterTimerHook"),
-            logger=dict(type="LoggerHook", interval=20),
-            param_scheduler=dict(type="ParamSchedulerHook"),
-            checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2),
-            sampler_seed=dict(type="DistSamplerSeedHook")),
+        default_hooks=engine_default_hooks(),
         custom_hooks=[dict(type="RNGStateHook"), dict(type="ProgressHook"),
                       dict(type="ClsEpochHook", freeze_from=stage.get("freeze_from"),
                            trainable=stage.get("trainable", [])),

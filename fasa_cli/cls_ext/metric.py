@@ -1,5 +1,6 @@
 """Top-1 accuracy on the balanced test split, overall and per frequency group, as fractions
-(tables show them in %); the per-image predictions and per-class accuracies go to the run folder."""
+(tables show them in %); the per-image predictions (also as the prediction table that paired
+intervals resample) and per-class accuracies go to the run folder."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.registry import METRICS
 
+from fasa_cli.evaluation.bootstrap import PredictionTable
+
 GROUP_METRICS = {"f": "acc_many", "c": "acc_medium", "r": "acc_few"}
 
 
@@ -20,10 +23,10 @@ class ClsAccuracyMetric(BaseMetric):
     default_prefix = None
 
     def __init__(self, frequency: Sequence[str], outfile: str | None = None, per_class_file: str | None = None,
-                 collect_device: str = "cpu", prefix: str | None = None):
+                 matches_file: str | None = None, collect_device: str = "cpu", prefix: str | None = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.frequency = np.asarray(frequency)
-        self.outfile, self.per_class_file = outfile, per_class_file
+        self.outfile, self.per_class_file, self.matches_file = outfile, per_class_file, matches_file
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for out in data_samples:
@@ -35,6 +38,8 @@ class ClsAccuracyMetric(BaseMetric):
         metrics, per_class = accuracy_metrics(pred, label, self.frequency)
         if self.outfile:
             np.savez_compressed(self.outfile, pred=pred, label=label)
+        if self.matches_file:
+            PredictionTable(np.arange(len(label)), label, pred, self.frequency).save(Path(self.matches_file))
         if self.per_class_file:
             Path(self.per_class_file).write_text(json.dumps(
                 {"accuracy": [None if np.isnan(a) else float(a) for a in per_class], "frequency": self.frequency.tolist()}))

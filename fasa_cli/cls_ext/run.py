@@ -79,8 +79,9 @@ def evaluate_checkpoint(run, run_dir: Path, checkpoint: Path) -> dict:
     data = load_cls_dataset(run.dataset)
     cfg = build_cls_config(run, data, run_dir, seed=0)
     cfg.update(load_from=str(checkpoint), resume=False)
+    # The training's files (and its prediction table, which the record holds) stay as they are.
     cfg["test_evaluator"].update(outfile=str(run_dir / "eval_predictions.npz"),
-                                 per_class_file=str(run_dir / "eval_per_class_accuracy.json"))
+                                 per_class_file=str(run_dir / "eval_per_class_accuracy.json"), matches_file=None)
     cfg["custom_hooks"] = []
     metrics = dict(_build_runner(cfg).test())
     write_json(run_dir / "eval_metrics.json", metrics)

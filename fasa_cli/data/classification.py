@@ -41,7 +41,7 @@ import numpy as np
 
 from fasa_cli.data.real import cifar_lt_counts, make_cifar100_lt
 from fasa_cli.data.shapes import DrawParams, choose_classes, draw_image
-from fasa_cli.data.embedded import MANIFEST, build_into, check_manifest, generated_parent
+from fasa_cli.data.embedded import MANIFEST, build_into, check_manifest, generated_parent, generated_root
 from fasa_cli.errors import FasaError
 
 GENERATOR_VERSION = 1  # bump when the output for a (preset, seed) changes
@@ -132,9 +132,7 @@ def ensure_cls_embedded(preset: str = "cifar-lt", seed: int = 0, root: str | Pat
                         progress: bool = True) -> Path:
     """The embedded classification set's folder, generated first if it is not there yet."""
     spec = get_preset(preset)
-    if not isinstance(seed, int) or seed < 0:
-        raise FasaError(f"seed must be a non-negative integer, got {seed!r}", "pass e.g. --seed 0")
-    root = Path(root).expanduser() if root is not None else default_root(preset, seed)
+    root = generated_root(seed, root, lambda: default_root(preset, seed))
     build_into(root, lambda out: generate(spec, seed, out, progress=progress),
                lambda: _check_manifest(root, preset, seed), "the dataset")
     return root

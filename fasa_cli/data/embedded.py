@@ -115,12 +115,17 @@ def ensure_embedded(preset: str = "small", seed: int = 0, root: str | Path | Non
     interrupted run never leaves a half dataset.
     """
     spec = get_preset(preset)
-    if not isinstance(seed, int) or seed < 0:
-        raise FasaError(f"seed must be a non-negative integer, got {seed!r}", "pass e.g. --seed 0")
-    root = Path(root).expanduser() if root is not None else default_root(preset, seed)
+    root = generated_root(seed, root, lambda: default_root(preset, seed))
     build_into(root, lambda out: generate(spec, seed, out, progress=progress),
                lambda: _check_manifest(root, preset, seed), "the dataset")
     return embedded_paths(root)
+
+
+def generated_root(seed: int, root: str | Path | None, default) -> Path:
+    """A generated set's folder: `root`, or `default()`; the seed checked first."""
+    if not isinstance(seed, int) or seed < 0:
+        raise FasaError(f"seed must be a non-negative integer, got {seed!r}", "pass e.g. --seed 0")
+    return Path(root).expanduser() if root is not None else default()
 
 
 def build_into(root: Path, write, check_existing, what: str) -> None:

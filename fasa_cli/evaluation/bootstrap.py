@@ -1,4 +1,4 @@
-"""Paired bootstrap intervals over validation images for LVIS AP differences.
+"""Paired bootstrap intervals over validation images for LVIS AP and top-1 accuracy differences.
 
 A run's detections are reduced once to a *match table*: for every evaluated detection its
 class, image, score and whether it is a true / false positive at each IoU threshold (the
@@ -7,6 +7,9 @@ number of ground truths that count. AP on any multiset of validation images then
 detections or masks: image i taken w_i times weighs its detections and ground truths by
 w_i. With every w_i = 1 this is lvis-api's accumulation exactly (tested), so the tables
 are small enough to keep with each committed record.
+
+A classification run is reduced the same way to a *prediction table* (label and top-1
+prediction per test image), from which accuracy on any weighting of the images follows.
 
 Two runs evaluated on the same images are compared with the *same* resamples, so the
 interval of their difference is not inflated by which images happened to be in val; over
@@ -31,6 +34,8 @@ MATCHES_FILE = "eval_matches.npz"
 REC_THRS = np.linspace(0.0, 1.00, 101)
 IOU_THRS = np.linspace(0.5, 0.95, 10)
 METRICS = ("AP", "AP50", "AP75", "APr", "APc", "APf")
+# Accuracy overall and the mean per-class accuracy of each frequency group (classification).
+ACCURACY_METRICS = {"accuracy": None, "acc_many": "f", "acc_medium": "c", "acc_few": "r"}
 _BLOCK = 4_000_000  # elements of a (samples x thresholds x detections) block
 
 
@@ -169,6 +174,61 @@ class _quiet_nan_means:
 
     def __exit__(self, *exc):
         self._catch.__exit__(*exc)
+
+
+@dataclass
+class PredictionTable:
+    """Top-1 predictions of one classification run on its test split."""
+
+    image_ids: np.ndarray   # (N,) test image index, in the test loader's (fixed) order
+    label: np.ndarray       # (N,) true class
+    pred: np.ndarray        # (N,) predicted class
+    frequency: np.ndarray   # (C,) 'f' / 'c' / 'r' (many / medium / few shot)
+
+    def save(self, path: Path) -> Path:
+        with open(path, "wb") as handle:
+            np.savez_compressed(handle, kind=np.array("classification"), image_ids=self.image_ids,
+                                label=self.label.astype(np.int32), pred=self.pred.astype(np.int32),
+                                frequency=self.frequency.astype("U1"))
+        return path
+
+    @classmethod
+    def from_npz(cls, data) -> "PredictionTable":
+        return cls(image_ids=data["image_ids"], label=data["label"], pred=data["pred"], frequency=data["frequency"])
+
+    def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """accuracy, acc_many, acc_medium, acc_few (fractions), each of shape (B,); with every
+        weight 1 they equal `fasa_cli.cls_ext.metric.accuracy_metrics` (tested)."""
+        if weights is None:
+            weights = np.ones((1, len(self.image_ids)))
+        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+        classes = len(self.frequency)
+        one_hot = np.zeros((len(self.label), classes))
+        one_hot[np.arange(len(self.label)), self.label] = 1.0
+        hits = (self.pred == self.label).astype(np.float64)
+        count = weights @ one_hot                 # (B, C) weighted test images per class
+        correct = (weights * hits) @ one_hot      # (B, C) weighted correct ones
+        with np.errstate(all="ignore"), _quiet_nan_means():
+            per_class = np.where(count > 0, correct / count, np.nan)
+            out = {"accuracy": (weights @ hits) / weights.sum(axis=1)}
+            for name, letter in ACCURACY_METRICS.items():
+                if letter is not None:
+                    members = self.frequency == letter
+                    out[name] = (np.nanmean(per_class[:, members], axis=1) if members.any()
+                                 else np.full(len(weights), np.nan))
+        return out
+
+
+def load_outcomes(path: Path) -> "MatchTable | PredictionTable":
+    """A run's per-image evaluation outcomes: a match table (detection) or a prediction table."""
+    try:
+        with np.load(path) as data:
+            if "kind" in data.files and str(data["kind"]) == "classification":
+                return PredictionTable.from_npz(data)
+    except (OSError, ValueError, KeyError) as err:
+        raise FasaError(f"evaluation outcomes {path} are unreadable ({err})",
+                        "re-run `fasa eval` on the run, or redo it") from None
+    return MatchTable.load(path)
 
 
 # -- building a table from detections (lvis-api's own matching) ---------------------------

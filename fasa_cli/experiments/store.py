@@ -184,13 +184,14 @@ class ResultStore:
         return self.runs_root / self.source_id(record)
 
     def matches(self, record: dict[str, Any]):
-        """The run's match table (fasa_cli.evaluation.bootstrap.MatchTable), or None."""
+        """The run's per-image outcomes (fasa_cli.evaluation.bootstrap: a MatchTable for a
+        detector, a PredictionTable for a classifier), or None."""
         path = self.records_root / f"{self.source_id(record)}{MATCHES_SUFFIX}"
         if not path.is_file():
             return None
-        from fasa_cli.evaluation.bootstrap import MatchTable
+        from fasa_cli.evaluation.bootstrap import load_outcomes
 
-        return MatchTable.load(path)
+        return load_outcomes(path)
 
     # -- artefacts the backend writes into a run folder --------------------------------------
     @staticmethod

@@ -20,8 +20,8 @@ MISSING = "—"
 
 
 def is_fraction_metric(metric: str) -> bool:
-    """Stored in [0, 1], shown in percent (AP family, accuracy, TIDE errors)."""
-    return metric.startswith(("AP", "bbox_AP", "E_")) or metric == "accuracy"
+    """Stored in [0, 1], shown in percent (AP family, accuracy and its per-group forms, TIDE errors)."""
+    return metric.startswith(("AP", "bbox_AP", "E_", "acc_")) or metric == "accuracy"
 
 
 def display_scale(metric: str) -> float:
@@ -99,10 +99,10 @@ def _current_records(spec: ExperimentSpec, store: ResultStore, row, profile: str
 
 def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) -> dict:
     """Paired bootstrap intervals (95 %, over seed pairs and validation images) of row minus reference for
-    the AP metrics, over the seeds both rows finished; {} when no pair has match tables."""
-    from fasa_cli.evaluation.bootstrap import METRICS as BOOTSTRAP_METRICS, paired_deltas
+    the AP and accuracy metrics, over the seeds both rows finished; {} when no pair has outcome tables."""
+    from fasa_cli.evaluation.bootstrap import ACCURACY_METRICS, METRICS, paired_deltas
 
-    wanted = [m for m in metrics if m in BOOTSTRAP_METRICS]
+    wanted = [m for m in metrics if m in METRICS or m in ACCURACY_METRICS]
     if not wanted or row.paper_only or ref.paper_only:
         return {}
     mine = _current_records(spec, store, row, profile, dataset)

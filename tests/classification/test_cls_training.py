@@ -12,6 +12,7 @@ import re
 import pytest
 
 from fasa_cli.backend import run_training
+from fasa_cli.evaluation.bootstrap import load_outcomes
 from fasa_cli.runconfig import FASASettings, RunConfig, TrainOverrides
 
 pytestmark = pytest.mark.slow
@@ -72,6 +73,10 @@ def test_fasa_classification_run_trains_tests_and_logs_its_state(uninterrupted):
     assert all(v is not None for v in states[-1]["signal"])  # every class has validation images
     assert len(states[-1]["probs"]) == len(_norms(run_dir)) == 10
     assert (run_dir / "predictions.npz").is_file() and (run_dir / "per_class_accuracy.json").is_file()
+    # The prediction table the record keeps gives the run's own numbers back.
+    table = load_outcomes(run_dir / "eval_matches.npz")
+    for name in ("accuracy", "acc_many", "acc_medium", "acc_few"):
+        assert float(table.metrics()[name][0]) == pytest.approx(metrics[name], abs=1e-12, nan_ok=True)
     assert json.loads((run_dir / "provenance.json").read_text())["data"]["name"] == "embedded-cifar-lt-tiny"
 
 

@@ -73,3 +73,54 @@ def test_over_several_seeds_the_interval_also_resamples_the_pairs(lvis_small_der
     assert both.high >= -1e-12 and both.low <= 0.9 * one.delta  # a draw of only the equal pair, or only the worse
     same = paired_deltas([table, table], [table, table], ("AP",), samples=50)["AP"]
     assert same.low == same.high == 0
+
+
+# -- classification: prediction tables ----------------------------------------------------
+
+
+def _predictions(seed: int, accuracy: float, classes: int = 12, per_class: int = 20):
+    from fasa_cli.evaluation.bootstrap import PredictionTable
+
+    rng = np.random.default_rng(seed)
+    label = np.repeat(np.arange(classes), per_class)
+    wrong = rng.random(len(label)) > accuracy
+    pred = np.where(wrong, (label + rng.integers(1, classes, len(label))) % classes, label)
+    frequency = np.array(list("ffffccccrrrr"))[:classes]
+    return PredictionTable(np.arange(len(label)), label, pred, frequency)
+
+
+def test_prediction_table_equals_the_classifier_metric_on_any_multiset():
+    pytest.importorskip("mmengine")
+    from fasa_cli.cls_ext.metric import accuracy_metrics
+
+    table = _predictions(0, 0.6)
+    ours = {k: float(v[0]) for k, v in table.metrics().items()}
+    reference, _ = accuracy_metrics(table.pred, table.label, table.frequency)
+    assert ours == pytest.approx(reference, abs=1e-12)
+    # Image i taken w_i times, with every image of class 11 (a few-shot one) left out.
+    w = np.random.default_rng(1).integers(0, 3, len(table.label)).astype(float)
+    w[table.label == 11] = 0
+    repeated = np.repeat(np.arange(len(w)), w.astype(int))
+    reference, _ = accuracy_metrics(table.pred[repeated], table.label[repeated], table.frequency)
+    ours = {k: float(v[0]) for k, v in table.metrics(w[None]).items()}
+    assert ours == pytest.approx(reference, abs=1e-12)
+
+
+def test_prediction_table_round_trips_through_load_outcomes(table, tmp_path):
+    from fasa_cli.evaluation.bootstrap import PredictionTable, load_outcomes
+
+    predictions = _predictions(2, 0.5)
+    again = load_outcomes(predictions.save(tmp_path / "p.npz"))
+    assert isinstance(again, PredictionTable)
+    assert np.array_equal(again.pred, predictions.pred) and list(again.frequency) == list(predictions.frequency)
+    assert isinstance(load_outcomes(table.save(tmp_path / "m.npz")), MatchTable)  # detection still loads
+
+
+def test_paired_accuracy_interval_sees_a_real_gain_and_none_between_equals():
+    base = [_predictions(s, 0.5) for s in range(3)]
+    same = paired_deltas(base, base, ["accuracy", "acc_few"])
+    assert same["accuracy"].delta == 0 and same["accuracy"].low == same["accuracy"].high == 0
+    better = [_predictions(s + 10, 0.8) for s in range(3)]
+    gain = paired_deltas(better, base, ["accuracy", "acc_many", "acc_few"])
+    assert gain["accuracy"].excludes_zero and gain["accuracy"].low > 0.15
+    assert gain["acc_few"].low <= gain["acc_few"].delta <= gain["acc_few"].high

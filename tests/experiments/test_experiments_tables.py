@@ -111,3 +111,14 @@ def test_memoised_match_table_computes_each_resample_set_once():
     assert memo.metrics(w.copy()) is first and Table.calls == 1   # same resamples: cached
     assert memo.metrics(2 * w)["AP"].tolist() == [6.0] * 4 and Table.calls == 2
     assert memo.image_ids is Table.image_ids
+
+
+def test_every_metric_a_classification_table_shows_is_in_percent():
+    from fasa_cli.experiments.spec import load_spec
+    from fasa_cli.experiments.tables import display_scale
+
+    spec = load_spec("table7")
+    metrics = spec.metrics_for("cpu-compact-cls")
+    assert {"accuracy", "acc_many", "acc_medium", "acc_few"} <= set(metrics)
+    assert all(display_scale(m) == 100.0 for m in metrics)
+    assert display_scale("train_s_per_iter") == 1.0
