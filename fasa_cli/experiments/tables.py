@@ -302,15 +302,21 @@ def write_table(store: ResultStore, spec: ExperimentSpec, profile: str, dataset:
     return path
 
 
+NOISE_METRICS = ("AP", "APr", "accuracy", "acc_few")  # the overall and the tail metric of each task
+
+
 def noise_floor(spec: ExperimentSpec, store: ResultStore, profile: str, dataset: str,
-                metrics: tuple[str, ...] = ("AP", "APr")) -> dict | None:
+                metrics: tuple[str, ...] | None = None) -> dict | None:
     """How noisy the reference (baseline) row is, from its own runs only: the seed-to-seed
     sd of each metric (training noise plus evaluation noise) and the bootstrap sd over
-    validation images within a run (evaluation noise alone), in display units."""
+    validation images within a run (evaluation noise alone), in display units. By default
+    the metrics are the overall and the tail one the profile shows (AP, APr or accuracy, acc_few)."""
     from fasa_cli.evaluation.bootstrap import bootstrap_spread
 
+    if metrics is None:
+        metrics = tuple(m for m in NOISE_METRICS if m in spec.metrics_for(profile))
     base = next((r for r in spec.rows if r.baseline and not r.paper_only), None)
-    if base is None:
+    if base is None or not metrics:
         return None
     records = list(_current_records(spec, store, base, profile, dataset).values())
     if len(records) < 2:

@@ -122,3 +122,25 @@ def test_every_metric_a_classification_table_shows_is_in_percent():
     assert {"accuracy", "acc_many", "acc_medium", "acc_few"} <= set(metrics)
     assert all(display_scale(m) == 100.0 for m in metrics)
     assert display_scale("train_s_per_iter") == 1.0
+
+
+def test_noise_floor_of_a_classification_table_uses_its_accuracy_metrics(tmp_path):
+    from fasa_cli.evaluation.bootstrap import PredictionTable
+    from fasa_cli.experiments.store import ResultStore, RunKey
+    from fasa_cli.experiments.tables import noise_floor
+
+    spec, store = load_spec("table7"), ResultStore(tmp_path)
+    config = spec.resolve("ldam", "cpu-compact-cls", None)
+    label = np.repeat(np.arange(4), 10)
+    for seed in (0, 1):
+        pred = np.where(np.random.default_rng(seed).random(40) < 0.5 + 0.2 * seed, label, (label + 1) % 4)
+        table = PredictionTable(np.arange(40), label, pred, np.array(list("fcrr")))
+        metrics = {m: float(v[0]) for m, v in table.metrics().items()}
+        key = RunKey("table7", "cpu-compact-cls", config.dataset, "ldam", seed)
+        outcome = table.save(tmp_path / f"p{seed}.npz")
+        store.write_record(key, {"spec": "table7", "table": "7", "row": "ldam", "seed": seed, "profile": "cpu-compact-cls",
+                                 "dataset": config.dataset, "config_hash": config.config_hash(), "metrics": metrics},
+                           matches=outcome)
+    floor = noise_floor(spec, store, "cpu-compact-cls", config.dataset)
+    assert floor["seeds"] == 2 and set(floor["metrics"]) == {"accuracy", "acc_few"}
+    assert floor["metrics"]["accuracy"]["seed_sd"] > 0 and floor["metrics"]["accuracy"]["eval_sd"] > 0
