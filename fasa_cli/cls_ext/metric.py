@@ -15,9 +15,6 @@ from mmengine.registry import METRICS
 
 from fasa_cli.evaluation.bootstrap import PredictionTable
 
-GROUP_METRICS = {"f": "acc_many", "c": "acc_medium", "r": "acc_few"}
-
-
 @METRICS.register_module()
 class ClsAccuracyMetric(BaseMetric):
     default_prefix = None
@@ -47,14 +44,7 @@ class ClsAccuracyMetric(BaseMetric):
 
 
 def accuracy_metrics(pred: np.ndarray, label: np.ndarray, frequency: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Top-1 accuracy over all images and the mean per-class accuracy of each frequency group."""
-    num_classes = len(frequency)
-    hits = (pred == label).astype(np.float64)
-    count = np.bincount(label, minlength=num_classes).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        per_class = np.bincount(label, weights=hits, minlength=num_classes) / count
-    metrics = {"accuracy": float(hits.mean()) if len(hits) else float("nan")}
-    for letter, name in GROUP_METRICS.items():
-        members = (frequency == letter) & (count > 0)
-        metrics[name] = float(per_class[members].mean()) if members.any() else float("nan")
-    return metrics, per_class
+    """Top-1 accuracy over all images and the mean per-class accuracy of each frequency group,
+    and the per-class accuracies (fasa_cli.evaluation.bootstrap.PredictionTable with every image once)."""
+    table = PredictionTable(np.arange(len(label)), label, pred, np.asarray(frequency))
+    return {m: float(v[0]) for m, v in table.metrics().items()}, table.per_class()[0]

@@ -76,17 +76,20 @@ class MatchTable:
     @classmethod
     def load(cls, source: Path | bytes) -> "MatchTable":
         try:
-            data = np.load(io.BytesIO(source) if isinstance(source, bytes) else source)
-            bits = 1 << np.arange(len(IOU_THRS), dtype=np.uint16)[:, None]
-            return cls(
-                image_ids=data["image_ids"], class_ids=data["class_ids"], frequency=data["frequency"],
-                det_class=data["det_class"], det_image=data["det_image"],
-                det_tp=(data["det_tp"][None] & bits) > 0, det_fp=(data["det_fp"][None] & bits) > 0,
-                gt_class=data["gt_class"], gt_image=data["gt_image"], gt_count=data["gt_count"],
-                iou_type=str(data["iou_type"]))
+            return cls.from_npz(np.load(io.BytesIO(source) if isinstance(source, bytes) else source))
         except (OSError, ValueError, KeyError) as err:
             raise FasaError(f"match table {source if isinstance(source, Path) else '(bytes)'} is unreadable ({err})",
                             "re-run `fasa eval` on the run, or redo it") from None
+
+    @classmethod
+    def from_npz(cls, data) -> "MatchTable":
+        bits = 1 << np.arange(len(IOU_THRS), dtype=np.uint16)[:, None]
+        return cls(
+            image_ids=data["image_ids"], class_ids=data["class_ids"], frequency=data["frequency"],
+            det_class=data["det_class"], det_image=data["det_image"],
+            det_tp=(data["det_tp"][None] & bits) > 0, det_fp=(data["det_fp"][None] & bits) > 0,
+            gt_class=data["gt_class"], gt_image=data["gt_image"], gt_count=data["gt_count"],
+            iou_type=str(data["iou_type"]))
 
     # -- AP on weighted image sets ----------------------------------------------------------
     def class_ap(self, weights: np.ndarray) -> np.ndarray:
@@ -196,20 +199,30 @@ class PredictionTable:
     def from_npz(cls, data) -> "PredictionTable":
         return cls(image_ids=data["image_ids"], label=data["label"], pred=data["pred"], frequency=data["frequency"])
 
-    def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """accuracy, acc_many, acc_medium, acc_few (fractions), each of shape (B,); with every
-        weight 1 they equal `fasa_cli.cls_ext.metric.accuracy_metrics` (tested)."""
+    def _weights(self, weights: np.ndarray | None) -> np.ndarray:
         if weights is None:
-            weights = np.ones((1, len(self.image_ids)))
-        weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        classes = len(self.frequency)
-        one_hot = np.zeros((len(self.label), classes))
+            return np.ones((1, len(self.image_ids)))
+        return np.atleast_2d(np.asarray(weights, dtype=np.float64))
+
+    def per_class(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """(B, C) accuracy of each class; NaN where a weighting holds none of its images."""
+        weights = self._weights(weights)
+        one_hot = np.zeros((len(self.label), len(self.frequency)))
         one_hot[np.arange(len(self.label)), self.label] = 1.0
         hits = (self.pred == self.label).astype(np.float64)
-        count = weights @ one_hot                 # (B, C) weighted test images per class
-        correct = (weights * hits) @ one_hot      # (B, C) weighted correct ones
+        count = weights @ one_hot                 # weighted test images per class
+        correct = (weights * hits) @ one_hot      # weighted correct ones
+        with np.errstate(all="ignore"):
+            return np.where(count > 0, correct / count, np.nan)
+
+    def metrics(self, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """accuracy (over images) and acc_many, acc_medium, acc_few (mean per-class accuracy of
+        the group's classes), fractions, each of shape (B,): the classifier's test metric
+        (`fasa_cli.cls_ext.metric`) is this with every weight 1."""
+        weights = self._weights(weights)
+        per_class = self.per_class(weights)
+        hits = (self.pred == self.label).astype(np.float64)
         with np.errstate(all="ignore"), _quiet_nan_means():
-            per_class = np.where(count > 0, correct / count, np.nan)
             out = {"accuracy": (weights @ hits) / weights.sum(axis=1)}
             for name, letter in ACCURACY_METRICS.items():
                 if letter is not None:
@@ -222,13 +235,13 @@ class PredictionTable:
 def load_outcomes(path: Path) -> "MatchTable | PredictionTable":
     """A run's per-image evaluation outcomes: a match table (detection) or a prediction table."""
     try:
-        with np.load(path) as data:
+        with np.load(path) as data:  # read once; the file says which table it holds
             if "kind" in data.files and str(data["kind"]) == "classification":
                 return PredictionTable.from_npz(data)
+            return MatchTable.from_npz(data)
     except (OSError, ValueError, KeyError) as err:
         raise FasaError(f"evaluation outcomes {path} are unreadable ({err})",
                         "re-run `fasa eval` on the run, or redo it") from None
-    return MatchTable.load(path)
 
 
 # -- building a table from detections (lvis-api's own matching) ---------------------------
