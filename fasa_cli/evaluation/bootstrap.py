@@ -404,6 +404,20 @@ def paired_deltas(
     return out
 
 
+def seed_paired_delta(metric: str, a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedDelta | None:
+    """Mean of a_i - b_i over seed pairs with a Student-t interval, for run-level metrics
+    (step time, memory) that have no per-image outcomes to resample; None below 2 pairs."""
+    from scipy.stats import t as student_t
+
+    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs) < 2:
+        return None
+    half = float(student_t.ppf(0.5 + level / 2, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    mean = float(diffs.mean())
+    return PairedDelta(metric, mean, mean - half, mean + half, len(diffs), 0)
+
+
 def bootstrap_spread(tables: Sequence[MatchTable], metrics: Sequence[str] = ("AP", "APr"),
                      samples: int = 200, seed: int = 0) -> dict[str, float]:
     """Evaluation noise alone: the bootstrap sd over images of each metric, averaged over runs."""

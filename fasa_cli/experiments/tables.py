@@ -98,23 +98,34 @@ def _current_records(spec: ExperimentSpec, store: ResultStore, row, profile: str
 
 
 def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) -> dict:
-    """Paired bootstrap intervals (95 %, over seed pairs and validation images) of row minus reference for
-    the AP and accuracy metrics, over the seeds both rows finished; {} when no pair has outcome tables."""
-    from fasa_cli.evaluation.bootstrap import ACCURACY_METRICS, METRICS, paired_deltas
+    """Paired 95 % intervals of row minus reference over the seeds both rows finished: a bootstrap
+    over seed pairs and validation images for the AP and accuracy metrics (where outcome tables
+    exist), a t-interval over seed pairs for run-level metrics such as step time and memory."""
+    from fasa_cli.evaluation.bootstrap import ACCURACY_METRICS, METRICS, paired_deltas, seed_paired_delta
 
     wanted = [m for m in metrics if m in METRICS or m in ACCURACY_METRICS]
-    if not wanted or row.paper_only or ref.paper_only:
+    if row.paper_only or ref.paper_only:
         return {}
     mine = _current_records(spec, store, row, profile, dataset)
     theirs = _current_records(spec, store, ref, profile, dataset)
     common = sorted(set(mine) & set(theirs) & set(seeds))
+    # Run-level metrics (step time, memory): a t-interval over the seed pairs.
+    run_level = {}
+    for metric in (m for m in metrics if m not in wanted):
+        pairs = [(mine[s]["metrics"].get(metric), theirs[s]["metrics"].get(metric)) for s in common]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        got = seed_paired_delta(metric, [a for a, _ in pairs], [b for _, b in pairs])
+        if got is not None:
+            run_level[metric] = got
+    if not wanted:
+        return run_level
     key = (str(store.records_root), tuple(store.source_id(mine[s]) for s in common), tuple(store.source_id(theirs[s]) for s in common),
            tuple(wanted))
     if key not in _INTERVALS:  # a report asks for the same pair in several tables
         pairs = [(_memo_table(store, mine[s]), _memo_table(store, theirs[s])) for s in common]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted) if pairs else {}
-    return _INTERVALS[key]
+    return {**_INTERVALS[key], **run_level}
 
 
 _INTERVALS: dict = {}
@@ -272,8 +283,9 @@ def spec_markdown(
         f"Paper's setting: {spec.paper_setting}. Columns marked (paper) are the paper's numbers; "
         "the others are ours, mean ± sample std over the finished seeds. Δ is the difference to the "
         "reference row, with its paired 95 % bootstrap interval over seeds and validation images (same "
-        "seeds, same image resamples for both rows, the seed pairs resampled too); * marks an interval "
-        "that excludes 0.",
+        "seeds, same image resamples for both rows, the seed pairs resampled too), or for run-level "
+        "metrics without per-image outcomes (step time, memory, TIDE errors) a Student-t interval over "
+        "the seed pairs; * marks an interval that excludes 0.",
     ]
     if spec.caption:
         parts += ["", f"Paper caption: {spec.caption}"]

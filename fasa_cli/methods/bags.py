@@ -36,26 +36,25 @@ without subsampling (a per-class mean needs no balancing, and draws no random nu
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
 from fasa_cli.methods._scaling import BAGS_BIN_SHARES, ThresholdRule, class_share_threshold, resolve_rule
-from fasa_cli.methods.api import MethodArgs, register_method
+from fasa_cli.methods.api import register_method
+from fasa_cli.methods.rfs import RFSSampling, wrap_with_rfs
 
 CLASSIFIER = "roi_head.bbox_head.fc_cls"
 
 
-class BAGSArgs(MethodArgs):
+class BAGSArgs(RFSSampling):
     bins: tuple[float, ...] = Field((10, 100, 1000), min_length=1)      # instance-count edges (LVIS)
     bin_shares: tuple[float, ...] = Field(BAGS_BIN_SHARES, min_length=1)  # scaled: class share below each edge
-    thresholds: ThresholdRule = "auto"
+    thresholds: ThresholdRule = "auto"                      # also RFS's t (RFSSampling)
     others_ratio: float = Field(8.0, gt=0.0)
     first_epochs: int | None = Field(None, ge=1)   # stage 1 length; default half the run's epochs
-    sampler: Literal["rfs", "uniform"] = "rfs"      # stage 2 (FASA's Table 4: RFS)
-    oversample_thr: float = Field(1e-3, gt=0.0, le=1.0)
 
 
 def class_groups(instance_counts: Sequence[int], args: BAGSArgs, dataset: str) -> list[int]:
@@ -178,5 +177,4 @@ def bags(edit, args: BAGSArgs) -> None:
     edit.two_stage(args.first_epochs, reinit=(CLASSIFIER,), trainable=(CLASSIFIER,))
     edit.bbox_head["loss_cls"] = dict(type="GroupSoftmaxLoss", class_groups=groups,
                                       others_ratio=args.others_ratio, loss_weight=1.0)
-    if args.sampler == "rfs":
-        edit.wrap_train_set(dict(type="ClassBalancedDataset", oversample_thr=args.oversample_thr))
+    wrap_with_rfs(edit, args)

@@ -18,19 +18,16 @@ does not say in which stage FASA ran.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from fasa_cli.methods.api import MethodArgs, register_method
+from fasa_cli.methods.api import register_method
+from fasa_cli.methods.rfs import RFSSampling, wrap_with_rfs
 
 CLASSIFIER = "roi_head.bbox_head.fc_cls"
 
 
-class CRTArgs(MethodArgs):
+class CRTArgs(RFSSampling):
     first_epochs: int | None = Field(None, ge=1)   # stage 1 length; default half the run's epochs
-    sampler: Literal["rfs", "uniform"] = "rfs"      # stage 2
-    oversample_thr: float = Field(1e-3, gt=0.0, le=1.0)
 
 
 @register_method("crt", table="4", summary="Classifier re-training, 12+12 schedule (Kang et al., 2020)",
@@ -39,5 +36,4 @@ class CRTArgs(MethodArgs):
                           "stage 2 training set: RFS"))
 def crt(edit, args: CRTArgs) -> None:
     edit.two_stage(args.first_epochs, reinit=(CLASSIFIER,), trainable=(CLASSIFIER,))
-    if args.sampler == "rfs":
-        edit.wrap_train_set(dict(type="ClassBalancedDataset", oversample_thr=args.oversample_thr))
+    wrap_with_rfs(edit, args)

@@ -15,20 +15,17 @@ the same Seesaw loss (both terms, objectness with foreground targets), weighted 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from fasa_cli.methods.api import MethodArgs, register_method
+from fasa_cli.methods.api import register_method
+from fasa_cli.methods.rfs import RFSSampling, wrap_with_rfs
 
 
-class SeesawArgs(MethodArgs):
+class SeesawArgs(RFSSampling):
     p: float = Field(0.8, ge=0.0)
     q: float = Field(2.0, ge=0.0)
     eps: float = Field(1e-2, gt=0.0)
     temperature: float = Field(20.0, gt=0.0)
-    sampler: Literal["rfs", "uniform"] = "rfs"
-    oversample_thr: float = Field(1e-3, gt=0.0, le=1.0)
     count_virtual: bool = False
 
 
@@ -42,5 +39,4 @@ def seesaw(edit, args: SeesawArgs) -> None:
     head["loss_cls"] = dict(type="SourceAwareSeesawLoss", p=args.p, q=args.q, eps=args.eps,
                             num_classes=len(edit.class_counts), loss_weight=1.0,
                             count_virtual=args.count_virtual)
-    if args.sampler == "rfs":
-        edit.wrap_train_set(dict(type="ClassBalancedDataset", oversample_thr=args.oversample_thr))
+    wrap_with_rfs(edit, args)

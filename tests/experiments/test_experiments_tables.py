@@ -144,3 +144,39 @@ def test_noise_floor_of_a_classification_table_uses_its_accuracy_metrics(tmp_pat
     floor = noise_floor(spec, store, "cpu-compact-cls", config.dataset)
     assert floor["seeds"] == 2 and set(floor["metrics"]) == {"accuracy", "acc_few"}
     assert floor["metrics"]["accuracy"]["seed_sd"] > 0 and floor["metrics"]["accuracy"]["eval_sd"] > 0
+
+
+def test_seed_paired_t_interval_by_hand():
+    from fasa_cli.evaluation.bootstrap import seed_paired_delta
+
+    got = seed_paired_delta("train_s_per_iter", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 df) = 4.3027, half width 4.3027 / sqrt(3)
+    assert got.delta == pytest.approx(2.0) and got.pairs == 3
+    assert (got.low, got.high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
+    assert seed_paired_delta("m", [1.0], [0.0]) is None   # one pair: no interval
+
+
+def test_run_level_metrics_get_a_seed_paired_interval(tmp_path, store):
+    spec_path = tmp_path / "timing.yaml"
+    spec_path.write_text(_timing_spec())
+    spec = load_spec(spec_path)
+
+    class TimedRunner(FakeRunner):
+        def __call__(self, config, run_dir, seed, on_progress=None):
+            out = super().__call__(config, run_dir, seed, on_progress)
+            cost = (0.2 + 0.1 * seed) if config.fasa is not None else 0.0   # FASA's added seconds
+            out["metrics"]["train_s_per_iter"] = 1.0 + 0.05 * seed + cost
+            return out
+
+    run_ablation(spec, None, [0, 1], store, TimedRunner(), Console(file=io.StringIO()))
+    numbers = summarize(spec, store)
+    # differences 0.2 and 0.3: mean 0.25, sd 0.0707, t(0.975, 1 df) = 12.706
+    assert numbers.loc["fasa", "train_s_per_iter_delta"] == pytest.approx(0.25)
+    assert numbers.loc["fasa", "train_s_per_iter_hi"] == pytest.approx(0.25 + 12.706 * 0.05, abs=1e-3)
+    assert "[" in spec_table(spec, store).set_index("Row").loc["+ FASA", "Δtrain_s_per_iter"]
+
+
+def _timing_spec() -> str:
+    from experiments_fakes import TINY_SPEC
+
+    return TINY_SPEC.replace("metrics: [AP, APr]", "metrics: [AP, APr, train_s_per_iter]")

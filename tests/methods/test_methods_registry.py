@@ -21,7 +21,8 @@ from fasa_cli.methods.api import HOST_HEADS, register_method
 from fasa_cli.runconfig import FASASettings, RunConfig
 
 DATA = DatasetInfo("embedded-tiny", Path("/tmp/nowhere"), "annotations/lvis_v1_train.json",
-                   "annotations/lvis_v1_val.json", ["a", "b", "c"], ["r", "c", "f"], [2, 30, 400])
+                   "annotations/lvis_v1_val.json", ["a", "b", "c"], ["r", "c", "f"], [2, 30, 400],
+                   image_counts=[2, 20, 150], train_images=300)
 PACKAGE = Path(__file__).resolve().parents[2] / "fasa_cli"
 TABLE2 = ("smote", "moex", "instaboost", "yin", "liu", "chu")
 BUILT_PROFILES = [name for name, entry in registry.PROFILES.items() if entry.built and entry.task == "detection"]

@@ -56,6 +56,21 @@ def test_eql_seesaw_and_bags_set_their_loss_and_classifier_width():
     assert _head_of(bags).fc_cls.out_features == 4 + 3 + 2
 
 
+@pytest.mark.parametrize("method", ["rfs", "seesaw", "crt", "bags"])
+def test_rfs_threshold_is_scaled_to_the_data_so_rare_images_repeat(method):
+    # image counts 2..300 of 1200: t = 2 * (300 / 2) ** (798 / 1203) / 1200 = 0.0463, so
+    # the rarest class (f = 2 / 1200) repeats sqrt(t / f) = 5.3 times; LVIS's 1e-3 would
+    # repeat nothing (every f >= 1.7e-3)
+    wrapper = _cfg(method)["train_dataloader"]["dataset"]
+    assert wrapper["type"] == "ClassBalancedDataset"
+    assert wrapper["oversample_thr"] == pytest.approx(2 * 150 ** (798 / 1203) / 1200)
+    assert (wrapper["oversample_thr"] / (2 / 1200)) ** 0.5 == pytest.approx(5.27, abs=0.01)
+    lvis = _cfg(method, thresholds="lvis")["train_dataloader"]["dataset"]
+    assert lvis["oversample_thr"] == 1e-3
+    if method != "rfs":
+        assert _cfg(method, sampler="uniform")["train_dataloader"]["dataset"]["type"] != "ClassBalancedDataset"
+
+
 @pytest.mark.parametrize("method", ["crt", "bags"])
 @pytest.mark.parametrize("fasa", [None, {}])
 def test_two_stage_methods_carry_a_plain_first_stage_and_freeze_all_but_fc_cls(method, fasa):
