@@ -19,6 +19,7 @@ from fasa_cli.errors import FasaError
 
 LOCK_NAME = ".fasa-run.lock"
 CHECKPOINT_POINTER = "last_checkpoint"  # written by mmengine's CheckpointHook
+MATCHES_FILE = "eval_matches.npz"       # per-image outcomes of the test split (evaluation.bootstrap)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from typing import Callable
 from fasa_cli.errors import FasaError, RunFailedError, os_error
 from fasa_cli.jsonio import write_json
 from fasa_cli.backend.stages import pop_first_stage, prepare_second_stage
-from fasa_cli.rundir import last_checkpoint, run_lock
+from fasa_cli.rundir import MATCHES_FILE, last_checkpoint, run_lock
 
 ProgressFn = Callable[[int, int, str], None]
 LOG_NAME = "train.log"
@@ -57,7 +57,7 @@ def train_and_evaluate(run, run_dir: Path, seed: int, launch=None) -> dict:
     from fasa_cli.backend.datasets import resolve_dataset
     from fasa_cli.backend import provenance
     from fasa_cli.backend.launch import Launch, broadcast_from_main, dist_backend, init_process_group
-    from fasa_cli.evaluation.bootstrap import MATCHES_FILE, match_table
+    from fasa_cli.evaluation.bootstrap import match_table
     from fasa_cli.mmdet_ext.hooks import ProgressHook, peak_memory_mb
 
     launch = launch or Launch()

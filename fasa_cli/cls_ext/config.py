@@ -13,11 +13,10 @@ from pathlib import Path
 
 from fasa_cli.cls_ext.profiles import get_cls_profile
 from fasa_cli.errors import FasaError
-from fasa_cli.evaluation.bootstrap import MATCHES_FILE
 from fasa_cli.methods.cls_api import CROSS_ENTROPY, LINEAR, ClsRunEdit, apply_cls_method
 from fasa_cli.registry import lookup
 from fasa_cli.runconfig import RunConfig
-from fasa_cli.rundir import engine_default_hooks
+from fasa_cli.rundir import MATCHES_FILE, engine_default_hooks
 
 BACKBONE = "fasa_cli.cls_ext.backbones:CifarResNet"
 PREDICTIONS_FILE = "predictions.npz"

@@ -30,7 +30,6 @@ from fasa_cli.errors import FasaError
 from fasa_cli.evaluation.compat import numpy_removed_aliases
 from fasa_cli.evaluation.io import GroundTruth, load_ground_truth, prepare_detections
 
-MATCHES_FILE = "eval_matches.npz"
 REC_THRS = np.linspace(0.0, 1.00, 101)
 IOU_THRS = np.linspace(0.5, 0.95, 10)
 METRICS = ("AP", "AP50", "AP75", "APr", "APc", "APf")

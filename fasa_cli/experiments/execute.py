@@ -26,9 +26,8 @@ from fasa_cli.figure_artefacts import CLASS_MEANS_FILE, TRUE_CLASS_PROB_FILE
 from fasa_cli.runconfig import RunConfig
 from fasa_cli.experiments.spec import ExperimentSpec, repo_root
 from fasa_cli.experiments.store import ResultStore, RunKey
-from fasa_cli.rundir import run_lock
+from fasa_cli.rundir import MATCHES_FILE, run_lock
 
-MATCHES_FILE = "eval_matches.npz"     # written by the backend (fasa_cli.evaluation.bootstrap)
 PROVENANCE_FILE = "provenance.json"   # written by the backend: what decides the numbers
 
 ProgressFn = Callable[[int, int, str], None]
