@@ -175,3 +175,18 @@ def test_parse_seeds():
     for bad in ("0,x", "1,1", "-1"):
         with pytest.raises(FasaError):
             parse_seeds(bad)
+
+
+@pytest.mark.parametrize("table, row, twin_table, twin_row", [
+    ("table2", "baseline", "table1", "baseline"), ("table2", "fasa", "table1", "fa_fs"),
+    ("table12", "rfs", "table1", "baseline"), ("table12", "rfs_fasa", "table1", "fa_fs"),
+])
+def test_rows_that_reuse_another_tables_runs_resolve_to_its_configs(table, row, twin_table, twin_row):
+    # Reuse is by config hash: a spec edit that breaks a twin would silently train again.
+    mine = load_spec(table).resolve(row, "cpu-compact")
+    theirs = load_spec(twin_table).resolve(twin_row, "cpu-compact")
+    assert mine.config_hash() == theirs.config_hash()
+
+
+def test_table12_keeps_the_papers_rfs_on_lvis():
+    assert {load_spec("table12").resolve(row, "lvis-r50").method for row in ("rfs", "rfs_fasa")} == {"rfs"}
