@@ -139,13 +139,17 @@ def _resolve_coco_lt(name: str) -> DatasetInfo:
     ids = [c["id"] for c in categories]
     position = {cat_id: k for k, cat_id in enumerate(ids)}
     counts = [0] * len(ids)
+    images_of = [set() for _ in ids]
     for ann in data["annotations"]:
         counts[position[ann["category_id"]]] += 1
+        images_of[position[ann["category_id"]]].add(ann["image_id"])
+    annotated = len(set().union(*images_of))
     # FASA's r/c/f logging groups: AP1's bin as rare, AP2's as common, AP3 and AP4 as frequent.
     letters = {-1: "r", 0: "r", 1: "c", 2: "f", 3: "f"}
     frequency = [letters[int(bins[c])] for c in ids]
     metric_bins = {f"AP{k + 1}": [int(c) for c in ids if int(bins[c]) == k] for k in range(4)}
     return DatasetInfo(name, root, train, COCO_VAL_ANN, [c["name"] for c in categories], frequency, counts,
+                       image_counts=[len(images) for images in images_of], train_images=annotated,
                        format="coco", train_prefix="train2017/", val_prefix="val2017/", bins=metric_bins)
 
 

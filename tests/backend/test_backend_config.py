@@ -12,7 +12,8 @@ from fasa_cli.errors import FasaError
 from fasa_cli.runconfig import FASASettings, RunConfig, TrainOverrides
 
 DATA = DatasetInfo("embedded-tiny", Path("/tmp/nowhere"), "annotations/lvis_v1_train.json",
-                   "annotations/lvis_v1_val.json", ["a", "b", "c"], ["r", "c", "f"], [2, 30, 400])
+                   "annotations/lvis_v1_val.json", ["a", "b", "c"], ["r", "c", "f"], [2, 30, 400],
+                   image_counts=[2, 20, 150], train_images=300)
 
 
 def _config(**kwargs):
@@ -43,7 +44,9 @@ def test_fasa_row_swaps_in_the_fasa_head_and_hook():
 def test_rfs_wraps_the_training_set_and_holdout_splits_train():
     cfg = _config(method="rfs", fasa=FASASettings(), train=TrainOverrides(val_split="train_holdout"))
     train_set = cfg["train_dataloader"]["dataset"]
-    assert train_set["type"] == "ClassBalancedDataset" and train_set["oversample_thr"] == 1e-3
+    # RFS's t scaled to the data (fasa_cli.methods.rfs): 2 * (150 / 2) ** (798 / 1203) / 300
+    assert train_set["type"] == "ClassBalancedDataset"
+    assert train_set["oversample_thr"] == pytest.approx(2 * 75 ** (798 / 1203) / 300)
     assert train_set["dataset"]["holdout"]["part"] == "train"
     val_set = cfg["custom_hooks"][-1]["val_dataset"]
     assert val_set["ann_file"] == DATA.train_ann and val_set["holdout"]["part"] == "holdout"

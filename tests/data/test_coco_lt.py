@@ -83,6 +83,12 @@ def test_resolver_gives_coco_facts_for_the_stand_in(tmp_path, monkeypatch):
     # Logging groups: AP1 -> r, AP2 -> c, AP3 and AP4 -> f.
     assert {data.frequency[i - 1] for i in data.bins["AP4"]} == {"f"}
     assert {data.frequency[i - 1] for i in data.bins["AP1"]} == {"r"}
+    # Image counts and annotated images: what RFS's and EQL's frequencies are taken over.
+    train = json.loads((data.root / data.train_ann).read_text())
+    assert data.train_images == len({a["image_id"] for a in train["annotations"]})
+    first = train["categories"][0]["id"]
+    assert data.image_counts[0] == len({a["image_id"] for a in train["annotations"] if a["category_id"] == first})
+    assert all(0 < i <= n for i, n in zip(data.image_counts, data.instance_counts) if n)
 
 
 def _coco_root(tmp_path):
