@@ -141,8 +141,9 @@ def _resolve_coco_lt(name: str) -> DatasetInfo:
     counts = [0] * len(ids)
     images_of = [set() for _ in ids]
     for ann in data["annotations"]:
-        counts[position[ann["category_id"]]] += 1
-        images_of[position[ann["category_id"]]].add(ann["image_id"])
+        k = position[ann["category_id"]]
+        counts[k] += 1
+        images_of[k].add(ann["image_id"])
     annotated = len(set().union(*images_of))
     # FASA's r/c/f logging groups: AP1's bin as rare, AP2's as common, AP3 and AP4 as frequent.
     letters = {-1: "r", 0: "r", 1: "c", 2: "f", 3: "f"}

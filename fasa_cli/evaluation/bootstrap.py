@@ -403,12 +403,14 @@ def paired_deltas(
     return out
 
 
-def seed_paired_delta(metric: str, a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedDelta | None:
-    """Mean of a_i - b_i over seed pairs with a Student-t interval, for run-level metrics
-    (step time, memory) that have no per-image outcomes to resample; None below 2 pairs."""
+def seed_paired_delta(metric: str, pairs: Sequence[tuple[float | None, float | None]],
+                      level: float = 0.95) -> PairedDelta | None:
+    """Mean of a_i - b_i over seed pairs (a_i, b_i) with a Student-t interval, for run-level
+    metrics (step time, memory) that have no per-image outcomes to resample; pairs with a
+    missing side are skipped; None below 2 pairs."""
     from scipy.stats import t as student_t
 
-    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diffs = np.array([a - b for a, b in pairs if a is not None and b is not None], dtype=float)
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) < 2:
         return None

@@ -112,9 +112,7 @@ def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) ->
     # Run-level metrics (step time, memory): a t-interval over the seed pairs.
     run_level = {}
     for metric in (m for m in metrics if m not in wanted):
-        pairs = [(mine[s]["metrics"].get(metric), theirs[s]["metrics"].get(metric)) for s in common]
-        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-        got = seed_paired_delta(metric, [a for a, _ in pairs], [b for _, b in pairs])
+        got = seed_paired_delta(metric, [(mine[s]["metrics"].get(metric), theirs[s]["metrics"].get(metric)) for s in common])
         if got is not None:
             run_level[metric] = got
     if not wanted:

@@ -42,7 +42,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from fasa_cli.methods._scaling import BAGS_BIN_SHARES, ThresholdRule, class_share_threshold, resolve_rule
+from fasa_cli.methods._scaling import BAGS_BIN_SHARES, class_share_threshold, resolve_rule
 from fasa_cli.methods.api import register_method
 from fasa_cli.methods.rfs import RFSSampling, wrap_with_rfs
 
@@ -52,7 +52,6 @@ CLASSIFIER = "roi_head.bbox_head.fc_cls"
 class BAGSArgs(RFSSampling):
     bins: tuple[float, ...] = Field((10, 100, 1000), min_length=1)      # instance-count edges (LVIS)
     bin_shares: tuple[float, ...] = Field(BAGS_BIN_SHARES, min_length=1)  # scaled: class share below each edge
-    thresholds: ThresholdRule = "auto"                      # also RFS's t (RFSSampling)
     others_ratio: float = Field(8.0, gt=0.0)
     first_epochs: int | None = Field(None, ge=1)   # stage 1 length; default half the run's epochs
 

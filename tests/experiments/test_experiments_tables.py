@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from experiments_fakes import FakeRunner
+from experiments_fakes import TINY_SPEC, FakeRunner
 from fasa_cli.experiments.execute import execute_run, run_ablation
 from fasa_cli.experiments.spec import load_spec
 from fasa_cli.experiments.tables import spec_markdown, spec_table, summarize, to_markdown, to_rich
@@ -149,16 +149,16 @@ def test_noise_floor_of_a_classification_table_uses_its_accuracy_metrics(tmp_pat
 def test_seed_paired_t_interval_by_hand():
     from fasa_cli.evaluation.bootstrap import seed_paired_delta
 
-    got = seed_paired_delta("train_s_per_iter", [2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    got = seed_paired_delta("train_s_per_iter", [(2.0, 1.0), (3.0, 1.0), (4.0, 1.0), (5.0, None)])
     # differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 df) = 4.3027, half width 4.3027 / sqrt(3)
     assert got.delta == pytest.approx(2.0) and got.pairs == 3
     assert (got.low, got.high) == pytest.approx((2 - 2.48414, 2 + 2.48414), abs=1e-4)
-    assert seed_paired_delta("m", [1.0], [0.0]) is None   # one pair: no interval
+    assert seed_paired_delta("m", [(1.0, 0.0)]) is None   # one pair: no interval
 
 
 def test_run_level_metrics_get_a_seed_paired_interval(tmp_path, store):
     spec_path = tmp_path / "timing.yaml"
-    spec_path.write_text(_timing_spec())
+    spec_path.write_text(TINY_SPEC.replace("metrics: [AP, APr]", "metrics: [AP, APr, train_s_per_iter]"))
     spec = load_spec(spec_path)
 
     class TimedRunner(FakeRunner):
@@ -175,8 +175,3 @@ def test_run_level_metrics_get_a_seed_paired_interval(tmp_path, store):
     assert numbers.loc["fasa", "train_s_per_iter_hi"] == pytest.approx(0.25 + 12.706 * 0.05, abs=1e-3)
     assert "[" in spec_table(spec, store).set_index("Row").loc["+ FASA", "Δtrain_s_per_iter"]
 
-
-def _timing_spec() -> str:
-    from experiments_fakes import TINY_SPEC
-
-    return TINY_SPEC.replace("metrics: [AP, APr]", "metrics: [AP, APr, train_s_per_iter]")
