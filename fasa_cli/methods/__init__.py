@@ -56,7 +56,8 @@ def get_method(name: str) -> Method:
 
 
 def validate_method_args(name: str, args: dict) -> dict:
-    """`args` checked by the method's schema and normalised (only the keys given); a bad key
+    """`args` checked by the method's schema and normalised (only the keys given that differ
+    from the defaults); a bad key
     or value raises ValueError('key: problem')."""
     methods = registered_methods()
     if name not in methods:

@@ -69,7 +69,8 @@ class Method:
         return self.changes if task == self.task else tuple(self.forms.get(task, (None, ()))[1])
 
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The given keys, checked and normalised by the schema; ValueError('key: problem')."""
+        """The given keys that differ from the defaults, checked and normalised by the schema
+        (so spelling a default out leaves the config, and its hash, unchanged); ValueError('key: problem')."""
         try:
             parsed = self.args.model_validate(args)
         except ValidationError as err:
@@ -81,7 +82,7 @@ class Method:
                                  f"use one of: {allowed}") from None
             message = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"{key}: method '{self.name}' argument '{key}': {message}") from None
-        return parsed.model_dump(exclude_unset=True)
+        return parsed.model_dump(exclude_defaults=True)
 
     def resolve_args(self, args: dict[str, Any] | None) -> MethodArgs:
         return self.args.model_validate(args or {})

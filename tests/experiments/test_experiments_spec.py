@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,26 @@ def test_config_hash_is_stable_and_sensitive():
     assert a.config_hash() == b.config_hash()
     assert a.config_hash() != a.model_copy(update={"method": "rfs"}).config_hash()
     assert len(a.config_hash()) == 12
+
+
+def test_spelling_a_methods_defaults_out_keeps_its_config_hash():
+    # Table 2 spells MoEx's defaults out; `fasa compare --baselines moex` leaves them implicit.
+    plain = RunConfig(dataset="embedded-small", profile="cpu-compact", method="moex")
+    spelled = RunConfig(dataset="embedded-small", profile="cpu-compact", method="moex",
+                        method_args={"p": 1.0, "eps": 1e-5})
+    assert spelled.method_args == {}
+    assert spelled.config_hash() == plain.config_hash()
+    changed = RunConfig(dataset="embedded-small", profile="cpu-compact", method="moex", method_args={"p": 0.5})
+    assert changed.method_args == {"p": 0.5} and changed.config_hash() != plain.config_hash()
+
+
+def test_every_committed_record_is_keyed_by_its_own_config():
+    # Reuse finds records by hash: a hash rule change must re-key the store in the same commit.
+    records = sorted((Path(__file__).parents[2] / "results" / "records").rglob("seed*.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        assert RunConfig(**record["config"]).config_hash() == record["config_hash"], path
 
 
 def test_deep_merge_recurses_and_null_removes():
