@@ -32,6 +32,7 @@ import pandas as pd
 
 from fasa_cli.errors import FasaError
 from fasa_cli.jsonio import dumps_json
+from fasa_cli.paths import repo_root
 from fasa_cli.rundir import read_jsonl, run_lock
 
 SPEC_SNAPSHOT = "spec.json"
@@ -209,6 +210,8 @@ class ResultStore:
         folder = self.records_root / spec_dump["name"]
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / SPEC_SNAPSHOT
+        if spec_dump.get("source"):
+            spec_dump = {**spec_dump, "source": _portable_path(spec_dump["source"])}
         text = json.dumps(spec_dump, indent=1, sort_keys=True)
         if target.is_file() and target.read_text(encoding="utf-8") == text:
             return target  # unchanged: leave the committed file alone
@@ -220,6 +223,14 @@ class ResultStore:
         if not self.records_root.is_dir():
             return {}
         return {p.parent.name: _read_json(p) for p in sorted(self.records_root.glob(f"*/{SPEC_SNAPSHOT}"))}
+
+
+def _portable_path(path: str) -> str:
+    # A committed snapshot names its spec relative to the checkout, not this machine's folders.
+    root = repo_root()
+    if root is None or not Path(path).is_relative_to(root):
+        return path
+    return Path(path).relative_to(root).as_posix()
 
 
 def _finished_error(key: RunKey) -> FasaError:

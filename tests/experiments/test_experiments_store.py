@@ -163,3 +163,13 @@ def test_spec_snapshots(store):
     store.save_spec({"name": "tiny", "rows": [1]})
     assert store.spec_snapshots() == {"tiny": {"name": "tiny", "rows": [1]}}
     assert Path(store.records_root / "tiny" / "spec.json").is_file()
+
+
+def test_spec_snapshots_name_a_checkout_spec_relative_to_the_checkout(store):
+    from fasa_cli.paths import repo_root
+
+    store.save_spec({"name": "t1", "source": str(repo_root() / "experiments" / "table1.yaml")})
+    store.save_spec({"name": "t2", "source": "/elsewhere/mine.yaml"})
+    snapshots = store.spec_snapshots()
+    assert snapshots["t1"]["source"] == "experiments/table1.yaml"
+    assert snapshots["t2"]["source"] == "/elsewhere/mine.yaml"
