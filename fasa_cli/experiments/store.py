@@ -32,7 +32,6 @@ import pandas as pd
 
 from fasa_cli.errors import FasaError
 from fasa_cli.jsonio import dumps_json
-from fasa_cli.paths import repo_root
 from fasa_cli.rundir import read_jsonl, run_lock
 
 SPEC_SNAPSHOT = "spec.json"
@@ -226,11 +225,12 @@ class ResultStore:
 
 
 def _portable_path(path: str) -> str:
-    # A committed snapshot names its spec relative to the checkout, not this machine's folders.
-    root = repo_root()
-    if root is None or not Path(path).is_relative_to(root):
-        return path
-    return Path(path).relative_to(root).as_posix()
+    # A committed snapshot names its spec relative to the checkout that holds it (any
+    # checkout, a worktree included), not by this machine's folders.
+    for folder in Path(path).parents:
+        if (folder / "pyproject.toml").is_file():
+            return Path(path).relative_to(folder).as_posix()
+    return path
 
 
 def _finished_error(key: RunKey) -> FasaError:

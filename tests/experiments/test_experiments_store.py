@@ -165,11 +165,16 @@ def test_spec_snapshots(store):
     assert Path(store.records_root / "tiny" / "spec.json").is_file()
 
 
-def test_spec_snapshots_name_a_checkout_spec_relative_to_the_checkout(store):
+def test_spec_snapshots_name_a_checkout_spec_relative_to_its_checkout(store, tmp_path):
     from fasa_cli.paths import repo_root
 
+    worktree = tmp_path / "wt"
+    (worktree / "experiments").mkdir(parents=True)
+    (worktree / "pyproject.toml").write_text("")
     store.save_spec({"name": "t1", "source": str(repo_root() / "experiments" / "table1.yaml")})
-    store.save_spec({"name": "t2", "source": "/elsewhere/mine.yaml"})
+    store.save_spec({"name": "t2", "source": str(worktree / "experiments" / "table2.yaml")})
+    store.save_spec({"name": "t3", "source": "/elsewhere/mine.yaml"})
     snapshots = store.spec_snapshots()
     assert snapshots["t1"]["source"] == "experiments/table1.yaml"
-    assert snapshots["t2"]["source"] == "/elsewhere/mine.yaml"
+    assert snapshots["t2"]["source"] == "experiments/table2.yaml"
+    assert snapshots["t3"]["source"] == "/elsewhere/mine.yaml"
