@@ -81,7 +81,7 @@ def _model(p: Profile, num_classes: int, fasa: dict | None, class_counts: list[i
                 type=_roi_extractor(p), out_channels=ch, featmap_strides=[4, 8, 16, 32],
                 roi_layer=dict(type=p.roi_op, output_size=14,
                                sampling_ratio=p.roi_sampling_ratio)),
-            mask_head=dict(type="FCNMaskHead", num_convs=p.mask_convs, in_channels=ch,
+            mask_head=dict(type="BatchedPasteMaskHead", num_convs=p.mask_convs, in_channels=ch,
                            conv_out_channels=p.mask_channels, num_classes=num_classes,
                            class_agnostic=p.class_agnostic_mask,
                            loss_mask=dict(type="CrossEntropyLoss", use_mask=True,
