@@ -331,7 +331,8 @@ def noise_floor(spec: ExperimentSpec, store: ResultStore, profile: str, dataset:
     records = list(_current_records(spec, store, base, profile, dataset).values())
     if len(records) < 2:
         return None
-    tables = [t for t in (store.matches(r) for r in records) if t is not None]
+    # Memoised: most tables share Table 1's baseline runs, and their resampled AP is the cost.
+    tables = [t for t in (_memo_table(store, r) for r in records) if t is not None]
     out = {"row": base.label, "seeds": len(records), "metrics": {}}
     evaluation = bootstrap_spread(tables, metrics) if tables else {}
     for m in metrics:
