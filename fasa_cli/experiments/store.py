@@ -74,6 +74,9 @@ class ResultStore:
         self.figures_dir = self.root / "figures"
         self.benchmarks_dir = self.root / "benchmarks"
         self.report_path = self.root / "REPORT.md"
+        # Derived, local and git-ignored: a run's AP on a set of image resamples, keyed by
+        # the content of its outcomes file and the resamples (fasa_cli.experiments.tables).
+        self.cache_dir = self.root / ".cache"
 
     # -- runs ------------------------------------------------------------------------------
     def run_dir(self, key: RunKey) -> Path:
@@ -183,10 +186,13 @@ class ResultStore:
         """Where a run's local artefacts are: its own folder, or the folder of the run it reused."""
         return self.runs_root / self.source_id(record)
 
+    def matches_path(self, record: dict[str, Any]) -> Path:
+        return self.records_root / f"{self.source_id(record)}{MATCHES_SUFFIX}"
+
     def matches(self, record: dict[str, Any]):
         """The run's per-image outcomes (fasa_cli.evaluation.bootstrap: a MatchTable for a
         detector, a PredictionTable for a classifier), or None."""
-        path = self.records_root / f"{self.source_id(record)}{MATCHES_SUFFIX}"
+        path = self.matches_path(record)
         if not path.is_file():
             return None
         from fasa_cli.evaluation.bootstrap import load_outcomes

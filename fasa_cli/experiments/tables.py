@@ -7,7 +7,12 @@ and shown as percentages with the paper's precision.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -133,26 +138,69 @@ _TABLES: dict = {}
 class _MemoMatches:
     """A run's match table that computes its metrics on a given set of resamples once: a
     report compares the same reference run with every other row of several tables, always on
-    the same resamples, and the resampled AP is the whole cost of an interval."""
+    the same resamples, and the resampled AP is the whole cost of an interval (seconds per
+    run). Results also go to the store's cache folder, keyed by the outcomes file's content,
+    the resamples and the code that computes them, so the next report reads them back."""
 
-    def __init__(self, table):
+    def __init__(self, table, source: Path, cache_dir: Path):
         self._table, self._memo = table, {}
+        self._source, self._cache_dir = source, cache_dir
+        self._source_digest = None
         self.image_ids = table.image_ids
 
     def metrics(self, weights):
-        import hashlib
-
-        key = (weights.shape, hashlib.sha1(weights.tobytes()).hexdigest())
+        key = _digest(np.ascontiguousarray(weights).tobytes(), str(weights.shape).encode())
         if key not in self._memo:
-            self._memo[key] = self._table.metrics(weights)
+            values = self._cached(key)
+            if values is None:
+                values = self._table.metrics(weights)
+                self._store(key, values)
+            self._memo[key] = values
         return self._memo[key]
+
+    def _cache_path(self, key: str) -> Path:
+        if self._source_digest is None:
+            self._source_digest = _digest(self._source.read_bytes(), _metric_code())
+        return self._cache_dir / "resampled" / f"{self._source_digest[:20]}-{key[:20]}.npz"
+
+    def _cached(self, key: str) -> dict | None:
+        path = self._cache_path(key)
+        try:
+            with np.load(path) as data:
+                return {name: data[name] for name in data.files}
+        except (OSError, ValueError, KeyError):  # absent, or a torn / foreign file: recompute
+            return None
+
+    def _store(self, key: str, values: dict) -> None:
+        path = self._cache_path(key)
+        with contextlib.suppress(OSError):  # a read-only store still reports, uncached
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **values)
+            os.replace(tmp, path)
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+@functools.cache
+def _metric_code() -> bytes:
+    """The source of the code that turns outcomes into metrics: a cached value is stale once it changes."""
+    from fasa_cli.evaluation import bootstrap
+
+    return Path(bootstrap.__file__).read_bytes()
 
 
 def _memo_table(store: ResultStore, record: dict):
     key = (str(store.records_root), store.source_id(record))
     if key not in _TABLES:
         table = store.matches(record)
-        _TABLES[key] = None if table is None else _MemoMatches(table)
+        _TABLES[key] = None if table is None else _MemoMatches(table, store.matches_path(record), store.cache_dir)
     return _TABLES[key]
 
 

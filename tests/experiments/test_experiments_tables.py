@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,25 +91,55 @@ def test_deltas_carry_paired_intervals_and_the_baseline_its_noise_floor(tiny_spe
     assert "Noise floor of Baseline (2 seeds" in text and "evaluation sd" in text
 
 
-def test_memoised_match_table_computes_each_resample_set_once():
-    import numpy as np
+class _CountingTable:
+    image_ids = np.arange(3)
 
+    def __init__(self):
+        self.calls = 0
+
+    def metrics(self, weights):
+        self.calls += 1
+        return {"AP": weights.sum(axis=1) / 7, "APr": weights[:, 0] / 3}
+
+
+def test_memoised_match_table_computes_each_resample_set_once(tmp_path):
     from fasa_cli.experiments.tables import _MemoMatches
 
-    class Table:
-        image_ids = np.arange(3)
-        calls = 0
-
-        def metrics(self, weights):
-            Table.calls += 1
-            return {"AP": weights.sum(axis=1)}
-
-    memo = _MemoMatches(Table())
+    source = tmp_path / "seed0.matches.npz"
+    source.write_bytes(b"outcomes")
+    table = _CountingTable()
+    memo = _MemoMatches(table, source, tmp_path / "cache")
     w = np.ones((4, 3))
     first = memo.metrics(w)
-    assert memo.metrics(w.copy()) is first and Table.calls == 1   # same resamples: cached
-    assert memo.metrics(2 * w)["AP"].tolist() == [6.0] * 4 and Table.calls == 2
-    assert memo.image_ids is Table.image_ids
+    assert memo.metrics(w.copy()) is first and table.calls == 1   # same resamples: computed once
+    assert memo.metrics(2 * w)["AP"].tolist() == [6.0 / 7] * 4 and table.calls == 2
+    assert memo.image_ids is table.image_ids
+
+
+def test_resampled_metrics_are_read_back_from_the_cache_bit_for_bit(tmp_path):
+    from fasa_cli.experiments.tables import _MemoMatches
+
+    source = tmp_path / "seed0.matches.npz"
+    source.write_bytes(b"outcomes")
+    w = np.random.default_rng(0).integers(0, 3, size=(5, 3)).astype(float)
+    computed = _MemoMatches(_CountingTable(), source, tmp_path / "cache").metrics(w)
+    later = _CountingTable()  # a later report: a new process, nothing in memory
+    again = _MemoMatches(later, source, tmp_path / "cache").metrics(w)
+    assert later.calls == 0 and again.keys() == computed.keys()
+    assert all(np.array_equal(again[m], computed[m]) for m in computed)
+    source.write_bytes(b"other outcomes")  # a redone run: its old values are not used
+    redone = _CountingTable()
+    _MemoMatches(redone, source, tmp_path / "cache").metrics(w)
+    assert redone.calls == 1
+    # A torn cache file is recomputed, not trusted.
+    for path in (tmp_path / "cache" / "resampled").iterdir():
+        path.write_bytes(b"torn")
+    torn = _CountingTable()
+    assert np.array_equal(_MemoMatches(torn, source, tmp_path / "cache").metrics(w)["AP"], w.sum(axis=1) / 7)
+    assert torn.calls == 1
+    mended = _CountingTable()  # and written again
+    _MemoMatches(mended, source, tmp_path / "cache").metrics(w)
+    assert mended.calls == 0
 
 
 def test_every_metric_a_classification_table_shows_is_in_percent():
