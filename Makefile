@@ -28,6 +28,7 @@ demo: $(SETUP)
 bench: $(SETUP)
 	$(PY) -m benchmarks.bench_core
 	$(PY) -m benchmarks.bench_eval
+	$(PY) -m benchmarks.bench_inference
 	$(PY) -m benchmarks.bench_train_step
 	$(PY) -m benchmarks.bench_methods
 
