@@ -18,12 +18,13 @@ import platform
 import statistics
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from benchmarks.profile_step import StageTimer  # noqa: E402
 
 HEADS = {"old": "FCNMaskHead", "new": "BatchedPasteMaskHead"}
 
@@ -60,16 +61,6 @@ def _models(preset: str, method: str, checkpoint: str | None):
     return models, Runner.build_dataloader(cfg["test_dataloader"], seed=0)
 
 
-def _timed(fn, totals, name):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            totals[name] += time.perf_counter() - start
-    return wrapper
-
-
 def _same_outputs(a, b) -> bool:
     import torch
 
@@ -83,24 +74,25 @@ def _same_outputs(a, b) -> bool:
 def time_side_by_side(models, loader, warmup: int, batches: int) -> dict:
     import torch
 
+    batches = max(1, min(batches, len(loader) - warmup))  # the tiny set has few test batches
     it = iter(loader)
     data = [next(it) for _ in range(warmup + batches)]
-    stages = {name: defaultdict(float) for name in models}
+    timers = {name: StageTimer() for name in models}
     for name, model in models.items():  # per-stage wall time, instance attributes only
-        roi_head = model.roi_head
-        roi_head.predict_mask = _timed(roi_head.predict_mask, stages[name], "mask branch")
-        roi_head.mask_head.predict_by_feat = _timed(roi_head.mask_head.predict_by_feat, stages[name], "mask paste")
-        roi_head.predict_bbox = _timed(roi_head.predict_bbox, stages[name], "box branch")
-        model.extract_feat = _timed(model.extract_feat, stages[name], "backbone + neck")
-        model.rpn_head.predict = _timed(model.rpn_head.predict, stages[name], "rpn")
+        timer, roi_head = timers[name], model.roi_head
+        timer.wrap(roi_head, "predict_mask", "mask branch")
+        timer.wrap(roi_head.mask_head, "predict_by_feat", "mask paste")
+        timer.wrap(roi_head, "predict_bbox", "box branch")
+        timer.wrap(model, "extract_feat", "backbone + neck")
+        timer.wrap(model.rpn_head, "predict", "rpn")
     times = {name: [] for name in models}
     identical = True
     order = list(models)
     with torch.no_grad():
         for i, batch in enumerate(data):
             if i == warmup:
-                for s in stages.values():
-                    s.clear()
+                for timer in timers.values():
+                    timer.total.clear()
             outputs = {}
             for name in order if i % 2 == 0 else order[::-1]:
                 start = time.perf_counter()
@@ -112,7 +104,7 @@ def time_side_by_side(models, loader, warmup: int, batches: int) -> dict:
     return {
         "old_s_per_batch": medians["old"], "new_s_per_batch": medians["new"],
         "ratio": medians["new"] / medians["old"], "outputs_identical": bool(identical),
-        "stages_s_per_batch": {name: {k: v / batches for k, v in s.items()} for name, s in stages.items()},
+        "stages_s_per_batch": {name: {k: v / batches for k, v in t.total.items()} for name, t in timers.items()},
         "batches": batches, "images_per_batch": len(data[0]["inputs"]),
     }
 

@@ -72,10 +72,10 @@ class BatchedPasteMaskHead(FCNMaskHead):
         if not self.class_agnostic:
             mask_preds = mask_preds[torch.arange(len(mask_preds)), labels][:, None]
         scale_factor = bboxes.new_tensor(img_meta["scale_factor"]).repeat((1, 2))
-        img_h, img_w = img_meta["ori_shape"][:2]
+        img_h, img_w = (int(v) for v in img_meta["ori_shape"][:2])
         if rescale:
             bboxes /= scale_factor  # in place, as mmdet does
         else:
             img_h = int(round(img_h * scale_factor[0, 1].item()))
             img_w = int(round(img_w * scale_factor[0, 0].item()))
-        return paste_masks(mask_preds, bboxes, int(img_h), int(img_w), rcnn_test_cfg.mask_thr_binary)
+        return paste_masks(mask_preds, bboxes, img_h, img_w, rcnn_test_cfg.mask_thr_binary)
