@@ -105,7 +105,8 @@ def _current_records(spec: ExperimentSpec, store: ResultStore, row, profile: str
 def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) -> dict:
     """Paired 95 % intervals of row minus reference over the seeds both rows finished: a bootstrap
     over seed pairs and validation images for the AP and accuracy metrics (where outcome tables
-    exist), a t-interval over seed pairs for run-level metrics such as step time and memory."""
+    exist), a t-interval over seed pairs for run-level metrics such as step time and memory and
+    for runs without outcome tables."""
     from fasa_cli.evaluation.bootstrap import ACCURACY_METRICS, METRICS, paired_deltas, seed_paired_delta
 
     wanted = [m for m in metrics if m in METRICS or m in ACCURACY_METRICS]
@@ -128,6 +129,11 @@ def paired_intervals(spec, store, row, ref, profile, dataset, seeds, metrics) ->
         pairs = [(_memo_table(store, mine[s]), _memo_table(store, theirs[s])) for s in common]
         pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
         _INTERVALS[key] = paired_deltas([a for a, _ in pairs], [b for _, b in pairs], wanted) if pairs else {}
+    # Runs without match tables (COCO-LT's COCO protocol): the seed t-interval instead.
+    for metric in (wanted if not _INTERVALS[key] else ()):
+        got = seed_paired_delta(metric, [(mine[s]["metrics"].get(metric), theirs[s]["metrics"].get(metric)) for s in common])
+        if got is not None:
+            run_level[metric] = got
     return {**_INTERVALS[key], **run_level}
 
 
