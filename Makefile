@@ -30,6 +30,7 @@ bench: $(SETUP)
 	$(PY) -m benchmarks.bench_eval
 	$(PY) -m benchmarks.bench_inference
 	$(PY) -m benchmarks.bench_train_step
+	$(PY) -m benchmarks.bench_compile
 	$(PY) -m benchmarks.bench_methods
 
 doctor: $(SETUP)
