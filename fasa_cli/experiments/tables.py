@@ -336,7 +336,7 @@ def spec_markdown(
         "the others are ours, mean ± sample std over the finished seeds. Δ is the difference to the "
         "reference row, with its paired 95 % bootstrap interval over seeds and validation images (same "
         "seeds, same image resamples for both rows, the seed pairs resampled too), or for run-level "
-        "metrics without per-image outcomes (step time, memory, TIDE errors) a Student-t interval over "
+        "metrics without per-image outcomes (step time, memory, TIDE errors, COCO-LT's COCO AP) a Student-t interval over "
         "the seed pairs; * marks an interval that excludes 0.",
     ]
     if spec.caption:
