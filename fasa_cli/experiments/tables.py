@@ -401,6 +401,11 @@ def noise_floor(spec: ExperimentSpec, store: ResultStore, profile: str, dataset:
 def noise_floor_text(floor: dict | None) -> str:
     if not floor:
         return ""
+    evaluated = any(math.isfinite(v["eval_sd"]) for v in floor["metrics"].values())
+    if not evaluated:  # no per-image outcomes to resample (COCO-LT's COCO protocol)
+        parts = [f"{m}: seed sd {v['seed_sd']:.2f}" for m, v in floor["metrics"].items()]
+        return (f"Noise floor of {floor['row']} ({floor['seeds']} seeds; no evaluation sd: these runs keep no "
+                f"per-image outcomes to resample): " + "; ".join(parts) + ".")
     parts = [f"{m}: seed sd {v['seed_sd']:.2f}, evaluation sd {v['eval_sd']:.2f}" for m, v in floor["metrics"].items()]
     return (f"Noise floor of {floor['row']} ({floor['seeds']} seeds; evaluation sd = bootstrap over validation "
             f"images within a run, averaged over runs): " + "; ".join(parts) + ".")

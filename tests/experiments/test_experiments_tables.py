@@ -12,7 +12,7 @@ from rich.console import Console
 from experiments_fakes import TINY_SPEC, FakeRunner
 from fasa_cli.experiments.execute import execute_run, run_ablation
 from fasa_cli.experiments.spec import load_spec
-from fasa_cli.experiments.tables import spec_markdown, spec_table, summarize, to_markdown, to_rich
+from fasa_cli.experiments.tables import noise_floor, noise_floor_text, spec_markdown, spec_table, summarize, to_markdown, to_rich
 
 
 def test_summary_matches_the_records(tiny_spec, store):
@@ -217,3 +217,6 @@ def test_runs_without_match_tables_get_a_seed_paired_interval_on_ap(tiny_spec, s
     half = 12.706 * diffs.std(ddof=1) / np.sqrt(2)
     assert numbers.loc["fasa", "AP_delta"] == pytest.approx(diffs.mean())
     assert numbers.loc["fasa", "AP_hi"] == pytest.approx(diffs.mean() + half, abs=1e-3)
+    floor = noise_floor(tiny_spec, store, "cpu-compact", "embedded-tiny")
+    text = noise_floor_text(floor)
+    assert "seed sd" in text and "nan" not in text and "no evaluation sd" in text
