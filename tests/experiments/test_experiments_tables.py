@@ -205,14 +205,13 @@ def test_run_level_metrics_get_a_seed_paired_interval(tmp_path, store):
     assert "[" in spec_table(spec, store).set_index("Row").loc["+ FASA", "Δtrain_s_per_iter"]
 
 
-
 def test_runs_without_match_tables_get_a_seed_paired_interval_on_ap(tiny_spec, store):
     # COCO-LT runs (Table 6) are scored by the COCO protocol and keep no match tables: AP's
     # interval falls back to the t-interval over seed pairs instead of being left out.
     run_ablation(tiny_spec, None, [0, 1], store, FakeRunner(matches=False), Console(file=io.StringIO()))
     numbers = summarize(tiny_spec, store)
-    base = {s: r["metrics"] for s, r in ((r["seed"], r) for r in store.find(spec=tiny_spec.name, row="base"))}
-    mine = {s: r["metrics"] for s, r in ((r["seed"], r) for r in store.find(spec=tiny_spec.name, row="fasa"))}
+    base = {r["seed"]: r["metrics"] for r in store.find(spec=tiny_spec.name, row="base")}
+    mine = {r["seed"]: r["metrics"] for r in store.find(spec=tiny_spec.name, row="fasa")}
     diffs = 100 * np.array([mine[s]["AP"] - base[s]["AP"] for s in (0, 1)])  # shown in %
     half = 12.706 * diffs.std(ddof=1) / np.sqrt(2)
     assert numbers.loc["fasa", "AP_delta"] == pytest.approx(diffs.mean())
