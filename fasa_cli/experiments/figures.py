@@ -13,6 +13,7 @@ not only the picture.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,11 @@ class FigureSet:
 
 def _tag(spec: ExperimentSpec, profile: str, dataset: str) -> str:
     return f"{spec.name}_{profile}--{dataset}"
+
+
+def _fit(title: str, width: int = 72) -> str:
+    """A long title broken into lines, so that it is not cut off at the figure's edges."""
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n"))
 
 
 def _title(spec: ExperimentSpec, profile: str, dataset: str) -> str:
@@ -238,7 +244,7 @@ def plot_group_probabilities(states: dict[int, list[dict]], out: Path, title: st
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean sampling probability p_c")
-    ax.set_title(f"{title}\n(mean ± std over {len(states)} seed(s))", fontsize=9)
+    ax.set_title(f"{_fit(title)}\n(mean ± std over {len(states)} seed(s))", fontsize=9)
     ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +283,7 @@ def plot_class_probabilities(states: dict[int, list[dict]], frequency: list[str]
         if positive:
             ax.set_yscale("log")
     axes[0].set_ylabel("sampling probability p_c")
-    fig.suptitle(f"{title} (per class, mean over {len(states)} seed(s))", fontsize=9)
+    fig.suptitle(_fit(f"{title} (per class, mean over {len(states)} seed(s))"), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
@@ -337,7 +343,7 @@ def plot_classifier_norms(norms: dict[str, dict[int, dict]], out: Path, title: s
         ax.fill_between(x, stats["mean"] - std, stats["mean"] + std, alpha=0.2)
     ax.set_xlabel("classes sorted by training instances (head → tail)")
     ax.set_ylabel("classifier weight L2 norm")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_fit(title), fontsize=9)
     ax.legend(fontsize=8)
     if normed:
         fig.text(0.01, 0.01, f"† {normed[0]}: a normalised (cosine) classifier, its logits use W_c / ‖W_c‖;\n"
@@ -401,7 +407,7 @@ def plot_true_class_probability(curves: dict[str, dict[int, dict]], out: Path, t
                 label=f"{label} ({seeds} seed(s); mean r/c/f: {summary})")
     ax.set_ylabel("mean probability of the true class")
     ax.set_ylim(bottom=0)
-    ax.set_title(f"{title}\nvalidation RoIs matched to a ground truth at IoU ≥ 0.5", fontsize=9)
+    ax.set_title(f"{_fit(title)}\nvalidation RoIs matched to a ground truth at IoU ≥ 0.5", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     classes = frame.drop_duplicates("class_id").sort_values("rank")
     colours = [GROUP_COLOURS.get(g, "#7f7f7f") for g in classes["frequency"]]
@@ -503,7 +509,7 @@ def plot_class_embedding(entry: dict, fasa: dict, out: Path, title: str) -> Path
     source = (f"t-SNE of the final class means ({entry.get('feat_dim')}-d, via their first "
               f"{entry.get('components')} principal components"
               + (f", {explained:.0%} of the variance)" if explained is not None else ")"))
-    ax.set_title(f"{title}\n{source}\ngroups: {clustering_label(entry, fasa)}", fontsize=8)
+    ax.set_title(f"{_fit(title)}\n{source}\ngroups: {clustering_label(entry, fasa)}", fontsize=8)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     ax.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
@@ -608,7 +614,7 @@ def plot_backbone_overhead(frame: pd.DataFrame, out: Path, title: str) -> Path:
     right.set_xticks(x, labels, fontsize=7, rotation=20, ha="right")
     right.set_ylabel("step time with FASA vs without (%)")
     right.set_title("FASA's training-time overhead", fontsize=9)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(_fit(title), fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

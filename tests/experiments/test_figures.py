@@ -326,3 +326,13 @@ def test_fig1c_with_no_runs_says_what_it_waits_for(store, monkeypatch):
     drawn = cross_table_figures(store)
     assert drawn.paths == [] and "backbones rows rfs, rfs_fasa (cpu-compact, embedded-tiny)" in drawn.notes[0]
     assert isinstance(overhead_frame(store), pd.DataFrame)
+
+
+def test_long_titles_are_broken_into_lines_that_fit():
+    long = "table5_cascade_r101 · Cascade Mask R-CNN, Softmax CE, RFS + FASA · cpu-compact-cascade, embedded-small"
+    fitted = figures._fit(f"{long}\n(mean ± std over 2 seed(s))")
+    lines = fitted.split("\n")
+    assert all(len(line) <= 72 for line in lines)
+    assert lines[-1] == "(mean ± std over 2 seed(s))"
+    assert " ".join(lines[:-1]) == long  # nothing lost, words kept whole
+    assert figures._fit("table1 · cpu-compact, embedded-small") == "table1 · cpu-compact, embedded-small"
